@@ -1,0 +1,142 @@
+"""MLflow model registry helpers: resolve `latest` / a number / an alias, load the forecaster,
+promote and roll back aliases, list models with their test metrics."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from training.bundle import Forecaster
+
+ALIAS_HISTORY_TAG = "alias_history.{alias}"
+
+
+class ModelNotFoundError(LookupError):
+    """Raised for an unknown model name, version or alias; the message lists what exists."""
+
+
+def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
+    versions = client.search_model_versions(f"name='{name}'")
+    if not versions:
+        known = sorted(m.name for m in client.search_registered_models())
+        raise ModelNotFoundError(f"no registered model {name!r}; registered models: {known}")
+    return sorted(versions, key=lambda v: int(v.version))
+
+
+def resolve_version(name: str, version: str | int = "latest") -> ModelVersion:
+    """The model version meant by `latest`, a version number or an alias such as `production`."""
+    client = MlflowClient()
+    versions = _versions(client, name)
+    wanted = str(version).strip()
+    if wanted == "latest":
+        return versions[-1]
+    if wanted.isdigit():
+        for v in versions:
+            if v.version == wanted:
+                return v
+    else:
+        try:
+            return client.get_model_version_by_alias(name, wanted)
+        except MlflowException:
+            pass
+    aliases = sorted({a for v in versions for a in v.aliases})
+    raise ModelNotFoundError(
+        f"model {name!r} has no version or alias {wanted!r}; versions "
+        f"{[int(v.version) for v in versions]}, aliases {aliases}, or 'latest'"
+    )
+
+
+def load_forecaster(name: str, version: str | int = "latest") -> tuple[Forecaster, ModelVersion]:
+    """Load a registered model through its pyfunc flavour and return the forecaster inside.
+
+    Returns:
+        (forecaster, the resolved ModelVersion).
+    """
+    mv = resolve_version(name, version)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
+    return pyfunc.unwrap_python_model().forecaster, mv
+
+
+def _run_id_of(model_uri: str) -> str | None:
+    if model_uri.startswith("runs:/"):
+        return model_uri[len("runs:/") :].split("/")[0]
+    return None
+
+
+def _alias_history(client: MlflowClient, name: str, alias: str) -> list[str]:
+    tags = client.get_registered_model(name).tags
+    return json.loads(tags.get(ALIAS_HISTORY_TAG.format(alias=alias), "[]"))
+
+
+def promote(model_uri: str, name: str, alias: str = "production") -> ModelVersion:
+    """Point `alias` at the version made from model_uri, registering it if needed.
+
+    The version that held the alias before is remembered so `rollback` can return to it.
+    """
+    client = MlflowClient()
+    run_id = _run_id_of(model_uri)
+    if model_uri.startswith("models:/"):
+        model_name, _, version = model_uri[len("models:/") :].partition("/")
+        mv = resolve_version(model_name, version or "latest")
+    else:
+        found = client.search_model_versions(f"name='{name}' and run_id='{run_id}'") if run_id else []
+        mv = found[0] if found else mlflow.register_model(model_uri, name)
+    try:
+        previous = client.get_model_version_by_alias(name, alias).version
+    except MlflowException:
+        previous = None
+    if previous != mv.version:
+        if previous is not None:
+            history = _alias_history(client, name, alias) + [previous]
+            client.set_registered_model_tag(
+                name, ALIAS_HISTORY_TAG.format(alias=alias), json.dumps(history)
+            )
+        client.set_registered_model_alias(name, alias, mv.version)
+    return client.get_model_version(name, mv.version)
+
+
+def rollback(name: str, alias: str = "production") -> ModelVersion:
+    """Return `alias` to the version that held it before the last promotion."""
+    client = MlflowClient()
+    _versions(client, name)
+    history = _alias_history(client, name, alias)
+    if not history:
+        raise ModelNotFoundError(
+            f"alias {alias!r} of model {name!r} has no earlier version to roll back to"
+        )
+    target = history.pop()
+    client.set_registered_model_tag(name, ALIAS_HISTORY_TAG.format(alias=alias), json.dumps(history))
+    client.set_registered_model_alias(name, alias, target)
+    return client.get_model_version(name, target)
+
+
+def list_models(name: str | None = None) -> list[dict]:
+    """Registered models with each version's aliases, run and test metrics."""
+    client = MlflowClient()
+    if name:
+        _versions(client, name)  # a clear error for an unknown name
+    models = [client.get_registered_model(name)] if name else client.search_registered_models()
+    out = []
+    for model in models:
+        versions = []
+        for v in _versions(client, model.name):
+            metrics = client.get_run(v.run_id).data.metrics if v.run_id else {}
+            versions.append(
+                {
+                    "version": int(v.version),
+                    "aliases": sorted(v.aliases),
+                    "run_id": v.run_id,
+                    "created": v.creation_timestamp,
+                    "test_metrics": {
+                        k.removeprefix("test_"): val
+                        for k, val in sorted(metrics.items())
+                        if k.startswith("test_")
+                    },
+                }
+            )
+        out.append({"name": model.name, "aliases": dict(model.aliases), "versions": versions})
+    return out
