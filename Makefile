@@ -27,5 +27,11 @@ train: $(STAMP)
 	$(BIN)/python -m training.train --model-type lstm --symbol BTC/USDT --data-path sample \
 		--days-back 365 --epochs 30 --model-name lstm_price_forecast
 
+run: $(STAMP)
+	$(BIN)/python -m deployments.run
+
+bench: $(STAMP)
+	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
 clean:
 	rm -rf mlruns mlflow.db ray_results reports data/cache
