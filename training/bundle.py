@@ -68,12 +68,16 @@ class Forecaster:
         sigma = self.pipeline.volatility(arr)
         self.model.eval()
         with torch.inference_mode():
-            z = torch.cat(
-                [
-                    self.model(torch.from_numpy(x[i : i + batch_size]).to(self.device)).cpu()
-                    for i in range(0, len(x), batch_size)
-                ]
-            ).double().numpy()
+            z = (
+                torch.cat(
+                    [
+                        self.model(torch.from_numpy(x[i : i + batch_size]).to(self.device)).cpu()
+                        for i in range(0, len(x), batch_size)
+                    ]
+                )
+                .double()
+                .numpy()
+            )
         last_close = arr[:, -1, 0, 3]
         log_ret = z * sigma
         half = self.interval_q * sigma

@@ -98,14 +98,12 @@ def fetch_exchange_ohlcv(
     cursor = int(since.timestamp() * 1000)
     rows: list[list[float]] = []
     try:
-        while cursor < now_ms:
+        while cursor + step_ms <= now_ms:  # stop once only the open candle is left
             page = client.fetch_ohlcv(symbol, timeframe=interval, since=cursor, limit=limit)
             if not page:
                 break
             rows.extend(page)
-            cursor = int(page[-1][0]) + step_ms
-            if len(page) < limit:
-                break
+            cursor = int(page[-1][0]) + step_ms  # exchanges may cap pages below `limit`
             time.sleep(getattr(client, "rateLimit", 0) / 1000)
     except (ccxt.NetworkError, ccxt.ExchangeNotAvailable) as exc:
         raise DataSourceError(
@@ -132,7 +130,7 @@ def load_exchange_cached(
     cached = pd.read_parquet(path) if path.exists() else None
     step = pd.Timedelta(interval_to_offset(interval))
     parts = [] if cached is None else [cached]
-    if cached is None or cached.index[0] > since:
+    if cached is None or cached.index[0] - since >= step:  # cache starts too late
         parts.append(fetch_exchange_ohlcv(symbol, interval, since, exchange))
     elif pd.Timestamp.now(tz="UTC") - cached.index[-1] >= 2 * step:
         parts.append(fetch_exchange_ohlcv(symbol, interval, cached.index[-1] + step, exchange))
@@ -178,7 +176,11 @@ def load_data(
     if len(gaps):
         log.warning(
             "%s: %d gap(s) in %s candles, %d bars missing in total; first after %s",
-            symbol, len(gaps), interval, gaps["missing_bars"].sum(), gaps["after"].iloc[0],
+            symbol,
+            len(gaps),
+            interval,
+            gaps["missing_bars"].sum(),
+            gaps["after"].iloc[0],
         )
     return df
 

@@ -16,13 +16,19 @@ from training.tracking import setup_tracking
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.deploy", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training.deploy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--action", choices=("promote", "rollback", "list"), default="list")
     p.add_argument("--model-uri", default="", help="runs:/<run_id>/model or models:/<name>/<v>")
     p.add_argument("--model-name", default="", help="registered model name")
-    p.add_argument("--stage", default="production",
-                   help="the alias to move (MLflow aliases replace the deprecated stages)")
+    p.add_argument(
+        "--stage",
+        default="production",
+        help="the alias to move (MLflow aliases replace the deprecated stages)",
+    )
     return p
 
 

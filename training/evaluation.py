@@ -87,8 +87,13 @@ def plot_predictions(times, next_close: np.ndarray, forecast: dict, last_n: int 
 
     sl = slice(-last_n, None)
     fig, ax = plt.subplots(figsize=(10, 4))
-    ax.fill_between(times[sl], forecast["lower"][sl], forecast["upper"][sl], alpha=0.25,
-                    label="calibrated interval")
+    ax.fill_between(
+        times[sl],
+        forecast["lower"][sl],
+        forecast["upper"][sl],
+        alpha=0.25,
+        label="calibrated interval",
+    )
     ax.plot(times[sl], next_close[sl], lw=1, label="actual next close")
     ax.plot(times[sl], forecast["prediction"][sl], lw=1, label="predicted next close")
     ax.set(title="Test split: predicted vs actual", ylabel="price")

@@ -71,7 +71,9 @@ class FeaturePipeline:
         try:
             arr = np.asarray(windows, dtype=np.float64)
         except (TypeError, ValueError) as exc:
-            raise WindowShapeError(f"windows must be numeric nested lists or arrays ({exc})") from exc
+            raise WindowShapeError(
+                f"windows must be numeric nested lists or arrays ({exc})"
+            ) from exc
         t, a = self.sequence_length, self.num_assets
         if a == 1 and arr.ndim == 3 and arr.shape[1:] == (t, 5):
             arr = arr[:, :, None, :]
@@ -93,8 +95,9 @@ class FeaturePipeline:
         for mask, what in problems:
             if mask.any():
                 w, t, a = np.argwhere(mask)[0]
-                where = f"window {w}, bar {t}" + (f", asset {self.symbols[a]}" if self.num_assets > 1
-                                                   else "")
+                where = f"window {w}, bar {t}" + (
+                    f", asset {self.symbols[a]}" if self.num_assets > 1 else ""
+                )
                 raise WindowShapeError(f"{what} at {where} ({int(mask.sum())} bad bars in total)")
         return arr
 

@@ -7,6 +7,8 @@ weights_only=True, so loading a model never unpickles arbitrary objects.
 from __future__ import annotations
 
 import mlflow
+import numpy as np
+import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from training.bundle import Forecaster
@@ -18,10 +20,10 @@ class ForecastModel(PythonModel):
     def load_context(self, context) -> None:
         self.forecaster = Forecaster.load(context.artifacts["bundle"])
 
-    def predict(self, context, model_input, params=None):
+    # The ndarray hint tells MLflow not to infer a schema; nested lists pass through unchanged
+    # and are checked by the feature pipeline with errors that name the window and bar.
+    def predict(self, context, model_input: np.ndarray, params=None) -> pd.DataFrame:
         """Forecast raw windows [n, T, 5] (or [n, T, A, 5] for multi-asset models)."""
-        if hasattr(model_input, "to_numpy"):
-            model_input = model_input.to_numpy().tolist()
         return self.forecaster.predict(model_input)
 
     def feature_importance(self, windows) -> dict[str, float]:

@@ -36,14 +36,14 @@ def resolve_version(name: str, version: str | int = "latest") -> ModelVersion:
         return versions[-1]
     if wanted.isdigit():
         for v in versions:
-            if v.version == wanted:
+            if str(v.version) == wanted:
                 return v
     else:
         try:
             return client.get_model_version_by_alias(name, wanted)
         except MlflowException:
             pass
-    aliases = sorted({a for v in versions for a in v.aliases})
+    aliases = sorted(client.get_registered_model(name).aliases)
     raise ModelNotFoundError(
         f"model {name!r} has no version or alias {wanted!r}; versions "
         f"{[int(v.version) for v in versions]}, aliases {aliases}, or 'latest'"
@@ -83,15 +83,17 @@ def promote(model_uri: str, name: str, alias: str = "production") -> ModelVersio
         model_name, _, version = model_uri[len("models:/") :].partition("/")
         mv = resolve_version(model_name, version or "latest")
     else:
-        found = client.search_model_versions(f"name='{name}' and run_id='{run_id}'") if run_id else []
+        found = (
+            client.search_model_versions(f"name='{name}' and run_id='{run_id}'") if run_id else []
+        )
         mv = found[0] if found else mlflow.register_model(model_uri, name)
     try:
-        previous = client.get_model_version_by_alias(name, alias).version
+        previous = str(client.get_model_version_by_alias(name, alias).version)
     except MlflowException:
         previous = None
-    if previous != mv.version:
+    if previous != str(mv.version):
         if previous is not None:
-            history = _alias_history(client, name, alias) + [previous]
+            history = [*_alias_history(client, name, alias), previous]
             client.set_registered_model_tag(
                 name, ALIAS_HISTORY_TAG.format(alias=alias), json.dumps(history)
             )
@@ -109,7 +111,9 @@ def rollback(name: str, alias: str = "production") -> ModelVersion:
             f"alias {alias!r} of model {name!r} has no earlier version to roll back to"
         )
     target = history.pop()
-    client.set_registered_model_tag(name, ALIAS_HISTORY_TAG.format(alias=alias), json.dumps(history))
+    client.set_registered_model_tag(
+        name, ALIAS_HISTORY_TAG.format(alias=alias), json.dumps(history)
+    )
     client.set_registered_model_alias(name, alias, target)
     return client.get_model_version(name, target)
 
@@ -123,12 +127,15 @@ def list_models(name: str | None = None) -> list[dict]:
     out = []
     for model in models:
         versions = []
+        by_version: dict[str, list[str]] = {}
+        for alias, number in model.aliases.items():
+            by_version.setdefault(str(number), []).append(alias)
         for v in _versions(client, model.name):
             metrics = client.get_run(v.run_id).data.metrics if v.run_id else {}
             versions.append(
                 {
                     "version": int(v.version),
-                    "aliases": sorted(v.aliases),
+                    "aliases": sorted(by_version.get(str(v.version), [])),
                     "run_id": v.run_id,
                     "created": v.creation_timestamp,
                     "test_metrics": {

@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import mlflow
 
 from training.data import PROJECT_ROOT
 
 DEFAULT_DB = PROJECT_ROOT / "mlflow.db"
-DEFAULT_ARTIFACTS = PROJECT_ROOT / "mlruns"
 
 
 class TrackingError(RuntimeError):
@@ -46,18 +46,24 @@ def setup_tracking(check_server: bool = True) -> str:
     return uri
 
 
+def artifact_location() -> str | None:
+    """For a SQLite store, artifacts go to mlruns/ beside the database file (independent of the
+    working directory); a tracking server decides for itself."""
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///") :]).resolve().parent / "mlruns").as_uri()
+
+
 def use_experiment(name: str) -> str:
-    """Select (creating if needed) an experiment; local stores keep artifacts in ./mlruns.
+    """Select (creating if needed) an experiment; SQLite stores keep artifacts beside the file.
 
     Returns:
         The experiment id.
     """
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
-        location = None
-        if tracking_uri().startswith("sqlite:"):
-            location = DEFAULT_ARTIFACTS.as_uri()
-        experiment_id = mlflow.create_experiment(name, artifact_location=location)
+        experiment_id = mlflow.create_experiment(name, artifact_location=artifact_location())
     else:
         experiment_id = experiment.experiment_id
     mlflow.set_experiment(experiment_id=experiment_id)

@@ -1,6 +1,6 @@
 """Train a forecaster, log the run to MLflow and register the model.
 
-    python -m training.train --model-type lstm --symbol BTC/USDT --data-path sample --epochs 20
+python -m training.train --model-type lstm --symbol BTC/USDT --data-path sample --epochs 20
 """
 
 from __future__ import annotations
@@ -77,13 +77,21 @@ def log_fit(result: FitResult, settings: TrainSettings) -> None:
     mlflow.log_metrics(
         {"best_epoch": result.history["best_epoch"][0], "interval_q": result.forecaster.interval_q}
     )
-    mlflow.set_tags({"data_start": meta["data_start"], "data_end": meta["data_end"],
-                     "data_sha256": meta["data_sha256"]})
+    mlflow.set_tags(
+        {
+            "data_start": meta["data_start"],
+            "data_end": meta["data_end"],
+            "data_sha256": meta["data_sha256"],
+        }
+    )
     mlflow.log_dict(meta, "data_metadata.json")
     test = result.splits["test"]
     for fig, name in (
         (plot_losses(result.history), "loss_curves.png"),
-        (plot_predictions(test.target_time, test.next_close, result.test_forecast), "predictions.png"),
+        (
+            plot_predictions(test.target_time, test.next_close, result.test_forecast),
+            "predictions.png",
+        ),
     ):
         mlflow.log_figure(fig, name)
 
@@ -96,7 +104,9 @@ def train_model(settings: TrainSettings) -> dict:
     """
     setup_tracking()
     frames = {
-        s: load_data(s, settings.interval, settings.days_back, settings.data_path, settings.exchange)
+        s: load_data(
+            s, settings.interval, settings.days_back, settings.data_path, settings.exchange
+        )
         for s in settings.symbols
     }
     use_experiment(settings.experiment_name)
@@ -111,9 +121,14 @@ def train_model(settings: TrainSettings) -> dict:
             result = fit_forecaster(frames, settings.model_type, settings.overrides)
         log_fit(result, settings)
         info = log_forecaster(result.forecaster, settings.model_name if settings.register else None)
-    version = info.registered_model_version
-    log.info("run %s: test %s; registered %s v%s", run.info.run_id, result.metrics,
-             settings.model_name, version)
+    version = None if info.registered_model_version is None else str(info.registered_model_version)
+    log.info(
+        "run %s: test %s; registered %s v%s",
+        run.info.run_id,
+        result.metrics,
+        settings.model_name,
+        version,
+    )
     return {
         "run_id": run.info.run_id,
         "model_uri": f"runs:/{run.info.run_id}/model",
@@ -141,15 +156,22 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model-type", default="lstm", choices=sorted(MODEL_TYPES))
     p.add_argument("--model-name", default="lstm_price_forecast", help="registered model name")
     p.add_argument("--symbol", default="BTC/USDT", help="the symbol to forecast")
-    p.add_argument("--symbols", default="",
-                   help="comma-separated symbols for cnn_lstm, the forecast one first")
-    p.add_argument("--data-path", default=SAMPLE,
-                   help="CSV/Parquet file, 'sample' (bundled candles) or '' (live via ccxt)")
+    p.add_argument(
+        "--symbols", default="", help="comma-separated symbols for cnn_lstm, the forecast one first"
+    )
+    p.add_argument(
+        "--data-path",
+        default=SAMPLE,
+        help="CSV/Parquet file, 'sample' (bundled candles) or '' (live via ccxt)",
+    )
     p.add_argument("--interval", default="1h")
     p.add_argument("--days-back", type=int, default=365, help="0 keeps all candles")
     p.add_argument("--exchange", default="binance", help="ccxt exchange id for live data")
@@ -160,17 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--confidence", type=float, default=0.9, help="prediction interval coverage")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other model config value, e.g. --param hidden_size=128")
-    p.add_argument("--num-workers", type=int, default=0,
-                   help="Ray Train workers; 0 trains in this process")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other model config value, e.g. --param hidden_size=128",
+    )
+    p.add_argument(
+        "--num-workers", type=int, default=0, help="Ray Train workers; 0 trains in this process"
+    )
     p.add_argument("--no-register", action="store_true", help="log the model without registering")
     return p
 
 
 def main(argv: list[str] | None = None) -> dict:
     """Command-line entry point (also the MLproject `train` entry)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     args = build_parser().parse_args(argv)
     symbols = tuple(s.strip() for s in args.symbols.split(",") if s.strip()) or (args.symbol,)
     overrides = {
@@ -196,8 +226,10 @@ def main(argv: list[str] | None = None) -> dict:
         register=not args.no_register,
     )
     result = train_model(settings)
-    print(f"run_id={result['run_id']} model_uri={result['model_uri']} "
-          f"registered={args.model_name} version={result['version']}")
+    print(
+        f"run_id={result['run_id']} model_uri={result['model_uri']} "
+        f"registered={args.model_name} version={result['version']}"
+    )
     for key, value in result["metrics"].items():
         print(f"  test_{key}: {value:.6g}")
     return result

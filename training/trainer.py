@@ -110,7 +110,9 @@ class BaseTrainer:
         history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "best_epoch": [0]}
         best_loss, best_state, stale = float("inf"), None, 0
         epochs = tqdm(
-            range(self.config.epochs), desc=self.model_class.__name__, disable=not self.show_progress
+            range(self.config.epochs),
+            desc=self.model_class.__name__,
+            disable=not self.show_progress,
         )
         for epoch in epochs:
             train_loss = self.train_epoch(train_loader)

@@ -36,7 +36,8 @@ def validate_ohlcv(df: pd.DataFrame, source: str = "data") -> pd.DataFrame:
     missing = [c for c in OHLCV_COLUMNS if c not in df.columns]
     if missing:
         raise DataValidationError(
-            f"{source}: missing columns {missing}; need {list(OHLCV_COLUMNS)}, got {list(df.columns)}"
+            f"{source}: missing columns {missing}; need {list(OHLCV_COLUMNS)}, "
+            f"got {list(df.columns)}"
         )
     if not isinstance(df.index, pd.DatetimeIndex):
         raise DataValidationError(f"{source}: index must be a DatetimeIndex of candle open times")

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import NamedTuple
 
-from training.models import cnn_lstm, lstm, transformer
 from training.config import ModelConfig
+from training.models import cnn_lstm, lstm, transformer
 from training.trainer import BaseTrainer
 
 

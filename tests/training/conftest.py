@@ -1,0 +1,34 @@
+"""Shared fixtures for the core tests: real bundled candles and an isolated MLflow store."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from training.data import load_data
+
+
+@pytest.fixture(scope="session")
+def btc():
+    """90 days of the bundled real BTC/USDT hourly candles."""
+    return load_data("BTC/USDT", data_path="sample", days_back=90)
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    """Point MLflow at a throwaway SQLite store for the module, then restore."""
+    import mlflow
+
+    from training.tracking import setup_tracking
+
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
+    uri = setup_tracking()
+    yield uri
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
+    mlflow.set_tracking_uri(old or "")

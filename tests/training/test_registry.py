@@ -1,0 +1,150 @@
+"""Every model type trains, registers and round-trips through the MLflow registry; versions
+resolve by number, `latest` and alias; promote, rollback and list work."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from training import deploy
+from training.data import load_data
+from training.dataset import make_splits
+from training.registry import (
+    ModelNotFoundError,
+    list_models,
+    load_forecaster,
+    promote,
+    resolve_version,
+    rollback,
+)
+from training.train import TrainSettings, train_model
+
+TINY = {"epochs": 2, "sequence_length": 24}
+CASES = {
+    "lstm": (("BTC/USDT",), {"hidden_size": 8}),
+    "cnn_lstm": (("BTC/USDT", "ETH/USDT"), {"hidden_size": 8, "conv_channels": 4}),
+    "transformer": (("BTC/USDT",), {"d_model": 8, "nhead": 2, "dim_feedforward": 16}),
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tracking):
+    out = {}
+    for model_type, (symbols, extra) in CASES.items():
+        settings = TrainSettings(
+            model_type=model_type,
+            model_name=f"t_{model_type}",
+            symbols=symbols,
+            days_back=45,
+            experiment_name="tests",
+            overrides={**TINY, **extra},
+        )
+        out[model_type] = (settings, train_model(settings))
+    return out
+
+
+@pytest.mark.parametrize("model_type", sorted(CASES))
+def test_registered_model_round_trips(trained, model_type):
+    settings, result = trained[model_type]
+    assert result["version"] == "1"
+    frames = {s: load_data(s, data_path="sample", days_back=45) for s in settings.symbols}
+    test = make_splits(frames, 24)["test"]
+    windows = test.windows if model_type == "cnn_lstm" else test.windows[:, :, 0, :]
+    model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/latest")
+    pred = model.predict(windows)
+    assert list(pred.columns) == ["prediction", "predicted_return", "lower", "upper"]
+    assert len(pred) == len(windows)
+    assert (pred["lower"] < pred["prediction"]).all() and (pred["prediction"] < pred["upper"]).all()
+    # The registered bundle reproduces the run's logged test metrics exactly.
+    metrics = mlflow.get_run(result["run_id"]).data.metrics
+    actual = test.next_close / windows[:, -1, ..., 3].reshape(len(windows), -1)[:, 0] - 1
+    rmse = float(np.sqrt(np.mean((pred["predicted_return"] - actual) ** 2)))
+    assert rmse == pytest.approx(metrics["test_rmse"], rel=1e-6)
+    covered = ((test.next_close >= pred["lower"]) & (test.next_close <= pred["upper"])).mean()
+    assert covered == pytest.approx(metrics["test_interval_coverage"])
+    # Nested lists work as well as arrays, and importance is named by feature.
+    nested = model.predict(windows[:2].tolist())
+    pd.testing.assert_frame_equal(nested, pred.iloc[:2])
+    importance = model.unwrap_python_model().feature_importance(windows[:4])
+    assert sum(importance.values()) == pytest.approx(1.0)
+    forecaster, _ = load_forecaster(settings.model_name, "1")
+    assert set(importance) == set(forecaster.pipeline.feature_names)
+
+
+def test_run_logs_params_metrics_plots_and_data_provenance(trained):
+    settings, result = trained["lstm"]
+    run = mlflow.get_run(result["run_id"])
+    assert run.data.params["hidden_size"] == "8" and run.data.params["model_type"] == "lstm"
+    for key in (
+        "test_rmse",
+        "test_rmse_random_walk",
+        "test_rmse_last_return",
+        "test_directional_accuracy",
+        "test_interval_coverage",
+        "train_loss",
+        "val_loss",
+    ):
+        assert key in run.data.metrics
+    assert len(run.data.tags["data_sha256"]) == 64 and run.data.tags["data_start"]
+    client = mlflow.MlflowClient()
+    names = {a.path for a in client.list_artifacts(result["run_id"])}
+    assert {"loss_curves.png", "predictions.png", "data_metadata.json"} <= names
+    history = client.get_metric_history(result["run_id"], "val_loss")
+    assert len(history) >= 1
+
+
+def test_versions_resolve_by_latest_number_and_alias(trained):
+    settings, first = trained["lstm"]
+    second = train_model(settings)
+    name = settings.model_name
+    assert str(resolve_version(name, "latest").version) == second["version"] == "2"
+    assert str(resolve_version(name, 1).version) == "1"
+    promote(first["model_uri"], name, "production")
+    assert str(resolve_version(name, "production").version) == "1"
+    promote(second["model_uri"], name, "production")
+    assert str(resolve_version(name, "production").version) == "2"
+    assert str(rollback(name, "production").version) == "1"
+    assert str(resolve_version(name, "production").version) == "1"
+    with pytest.raises(ModelNotFoundError, match="no earlier version"):
+        rollback(name, "production")
+    with pytest.raises(ModelNotFoundError, match=r"no version or alias '7'.*versions \[1, 2\]"):
+        resolve_version(name, "7")
+    with pytest.raises(ModelNotFoundError, match="no version or alias 'staging'"):
+        resolve_version(name, "staging")
+    with pytest.raises(ModelNotFoundError, match="no registered model 'nope'"):
+        load_forecaster("nope")
+    listed = {m["name"]: m for m in list_models()}
+    versions = listed[name]["versions"]
+    assert [v["version"] for v in versions] == [1, 2]
+    assert versions[0]["aliases"] == ["production"]
+    assert "rmse" in versions[0]["test_metrics"]
+
+
+def test_deploy_cli_promotes_unregistered_run_and_lists(trained, tracking, capsys):
+    settings = TrainSettings(
+        model_name="t_cli",
+        days_back=45,
+        experiment_name="tests",
+        overrides={**TINY, "hidden_size": 8},
+        register=False,
+    )
+    result = train_model(settings)
+    deploy.main(
+        [
+            "--action",
+            "promote",
+            "--model-uri",
+            result["model_uri"],
+            "--model-name",
+            "t_cli",
+            "--stage",
+            "production",
+        ]
+    )
+    assert "t_cli@production -> version 1" in capsys.readouterr().out
+    deploy.main(["--action", "list", "--model-name", "t_cli"])
+    assert '"production"' in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="no earlier version"):
+        deploy.main(["--action", "rollback", "--model-name", "t_cli"])
