@@ -95,16 +95,29 @@ class Forecaster:
         out = self.forecast(windows)
         return pd.DataFrame({c: out[c] for c in PREDICTION_COLUMNS})
 
-    def feature_importance(self, windows) -> dict[str, float]:
-        """Share of the forecast attributable to each feature (|gradient x input|, summed over
-        time, averaged over windows, normalised to sum to 1)."""
-        x = torch.from_numpy(self.pipeline.transform(windows)).to(self.device).requires_grad_()
+    def importance_per_window(self, arr: np.ndarray) -> np.ndarray:
+        """|gradient x input| of the forecast, summed over time, per checked window: [n, F].
+
+        Windows do not interact in an eval-mode forward, so one backward pass over a batch
+        gives every window its own attribution.
+        """
+        x = torch.from_numpy(self.pipeline.normalise(arr)).to(self.device).requires_grad_()
         self.model.eval()
         with torch.backends.cudnn.flags(enabled=False):  # cuDNN RNNs refuse backward in eval
             self.model(x).sum().backward()
-        weight = (x.grad * x).abs().sum(dim=1).mean(dim=0).detach().cpu().numpy()  # [F]
-        weight = weight / weight.sum() if weight.sum() > 0 else weight
-        return {name: float(w) for name, w in zip(self.pipeline.feature_names, weight, strict=True)}
+        return (x.grad * x).abs().sum(dim=1).detach().cpu().numpy()
+
+    def importance_shares(self, weights: np.ndarray) -> dict[str, float]:
+        """Per-window attributions [n, F] -> {feature_name: share}, averaged, summing to 1."""
+        mean = weights.mean(axis=0)
+        mean = mean / mean.sum() if mean.sum() > 0 else mean
+        return {name: float(w) for name, w in zip(self.pipeline.feature_names, mean, strict=True)}
+
+    def feature_importance(self, windows) -> dict[str, float]:
+        """Share of the forecast attributable to each feature (|gradient x input|, summed over
+        time, averaged over windows, normalised to sum to 1)."""
+        arr = self.pipeline.check_windows(windows)
+        return self.importance_shares(self.importance_per_window(arr))
 
     def drift(self, windows) -> dict:
         """PSI of these windows' features against the training reference (see training.drift)."""
