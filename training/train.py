@@ -62,16 +62,21 @@ def log_forecaster(
 def log_fit(result: FitResult, settings: TrainSettings) -> None:
     """Parameters, test metrics, data provenance and plots of a finished fit."""
     meta = result.forecaster.metadata
-    mlflow.log_params(
-        {
-            **result.forecaster.config.to_dict(),
-            "model_type": settings.model_type,
-            "symbols": ",".join(settings.symbols),
-            "interval": settings.interval,
-            "days_back": settings.days_back,
-            "data_source": settings.data_path or settings.exchange,
-            "num_workers": settings.num_workers,
-        }
+    params = {
+        **result.forecaster.config.to_dict(),
+        "model_type": settings.model_type,
+        "symbols": ",".join(settings.symbols),
+        "interval": settings.interval,
+        "days_back": settings.days_back,
+        "data_source": settings.data_path or settings.exchange,
+        "num_workers": settings.num_workers,
+    }
+    # `mlflow run` has already logged the raw entry-point parameters (e.g. symbols=""); a param
+    # cannot change, so a resolved value that differs goes to a `resolved.` tag instead.
+    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    mlflow.log_params({k: v for k, v in params.items() if k not in logged})
+    mlflow.set_tags(
+        {f"resolved.{k}": v for k, v in params.items() if k in logged and logged[k] != str(v)}
     )
     mlflow.log_metrics({f"test_{k}": v for k, v in result.metrics.items()})
     mlflow.log_metrics(

@@ -49,11 +49,13 @@ def test_train_then_deploy_entries(tracking):
         "interval": "1h",
         "days_back": 45,
     }
-    mlflow_run("train", train_params, tracking, experiment="lstm_forecasting")
-    mlflow_run("train", train_params, tracking, experiment="lstm_forecasting")
+    defaults = {k: train_params[k] for k in ("model_name", "sequence_length", "epochs", "days_back")}
+    mlflow_run("train", defaults, tracking, experiment="lstm_forecasting")  # bundled sample
+    mlflow_run("train", train_params, tracking, experiment="lstm_forecasting")  # a CSV file
     v1 = resolve_version("mlp_lstm", 1)
     runs = mlflow.search_runs(experiment_names=["lstm_forecasting"])
     assert len(runs) == 2 and "metrics.test_interval_coverage" in runs
+    assert set(runs["tags.resolved.symbols"].dropna()) == {"BTC/USDT"}  # the entry's default ""
     uri1 = f"runs:/{v1.run_id}/model"
     mlflow_run(
         "deploy",
