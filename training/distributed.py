@@ -15,7 +15,7 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +26,7 @@ import torch
 from training.data import PROJECT_ROOT
 from training.fit import FitResult, data_metadata, finish_forecaster, prepare_splits
 from training.models import get_model_spec
-from training.trainer import BaseTrainer, TensorBatches
+from training.trainer import BaseTrainer, EarlyStopping, TensorBatches
 
 log = logging.getLogger(__name__)
 
@@ -57,53 +57,6 @@ class DistributedSettings:
     storage_path: str | None = None
     placement_timeout_s: float = 20.0
     fail_at_epoch: int | None = None
-
-
-@dataclass
-class EarlyStopping:
-    """Early-stopping bookkeeping of the shared trainer, kept as plain data so a checkpoint can
-    hold it: losses per epoch, the best validation loss and its weights, epochs without gain."""
-
-    train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float] = field(default_factory=list)
-    best_loss: float = math.inf
-    best_epoch: int = 0
-    stale: int = 0
-    best_state: dict | None = None
-
-    @property
-    def next_epoch(self) -> int:
-        return len(self.val_loss)
-
-    def update(self, train_loss: float, val_loss: float, model: torch.nn.Module) -> bool:
-        """Record an epoch; keep a copy of the weights when validation loss improved."""
-        epoch = self.next_epoch
-        self.train_loss.append(float(train_loss))
-        self.val_loss.append(float(val_loss))
-        if val_loss < self.best_loss:
-            self.best_loss, self.best_epoch, self.stale = float(val_loss), epoch, 0
-            self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            return True
-        self.stale += 1
-        return False
-
-    def should_stop(self, patience: int) -> bool:
-        return self.stale >= patience
-
-    def history(self) -> dict[str, list[float]]:
-        """The shape BaseTrainer.train returns."""
-        return {
-            "train_loss": list(self.train_loss),
-            "val_loss": list(self.val_loss),
-            "best_epoch": [self.best_epoch],
-        }
-
-    def to_dict(self) -> dict:
-        return dict(vars(self))
-
-    @classmethod
-    def from_dict(cls, values: dict) -> EarlyStopping:
-        return cls(**values)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -3,9 +3,10 @@ gradient clipping, seeding, device choice, a progress bar and per-epoch MLflow m
 
 from __future__ import annotations
 
-import copy
+import math
 import random
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 
 import mlflow
 import numpy as np
@@ -53,6 +54,53 @@ class TensorBatches:
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             yield self.x[idx], self.y[idx]
+
+
+@dataclass
+class EarlyStopping:
+    """Early-stopping bookkeeping of the shared trainer, kept as plain data so a checkpoint can
+    hold it: losses per epoch, the best validation loss and its weights, epochs without gain."""
+
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    stale: int = 0
+    best_state: dict | None = None
+
+    @property
+    def next_epoch(self) -> int:
+        return len(self.val_loss)
+
+    def update(self, train_loss: float, val_loss: float, model: torch.nn.Module) -> bool:
+        """Record an epoch; keep a copy of the weights when validation loss improved."""
+        epoch = self.next_epoch
+        self.train_loss.append(float(train_loss))
+        self.val_loss.append(float(val_loss))
+        if val_loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.stale = float(val_loss), epoch, 0
+            self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            return True
+        self.stale += 1
+        return False
+
+    def should_stop(self, patience: int) -> bool:
+        return self.stale >= patience
+
+    def history(self) -> dict[str, list[float]]:
+        """The shape BaseTrainer.train returns."""
+        return {
+            "train_loss": list(self.train_loss),
+            "val_loss": list(self.val_loss),
+            "best_epoch": [self.best_epoch],
+        }
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> EarlyStopping:
+        return cls(**values)
 
 
 class BaseTrainer:
@@ -107,8 +155,7 @@ class BaseTrainer:
         Returns:
             History with per-epoch "train_loss" and "val_loss" lists and "best_epoch".
         """
-        history: dict[str, list[float]] = {"train_loss": [], "val_loss": [], "best_epoch": [0]}
-        best_loss, best_state, stale = float("inf"), None, 0
+        stopping = EarlyStopping()
         epochs = tqdm(
             range(self.config.epochs),
             desc=self.model_class.__name__,
@@ -117,22 +164,15 @@ class BaseTrainer:
         for epoch in epochs:
             train_loss = self.train_epoch(train_loader)
             val_loss = self.evaluate(val_loader)
-            history["train_loss"].append(train_loss)
-            history["val_loss"].append(val_loss)
+            stopping.update(train_loss, val_loss, self.model)
             epochs.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
             if mlflow.active_run():
                 mlflow.log_metrics({"train_loss": train_loss, "val_loss": val_loss}, step=epoch)
-            if val_loss < best_loss:
-                best_loss, stale = val_loss, 0
-                best_state = copy.deepcopy(self.model.state_dict())
-                history["best_epoch"] = [epoch]
-            else:
-                stale += 1
-                if stale >= self.config.patience:
-                    break
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
-        return history
+            if stopping.should_stop(self.config.patience):
+                break
+        if stopping.best_state is not None:
+            self.model.load_state_dict(stopping.best_state)
+        return stopping.history()
 
     @torch.no_grad()
     def predict(self, x: np.ndarray, batch_size: int = 2048) -> np.ndarray:

@@ -32,7 +32,6 @@ from training.data import SAMPLE, load_data
 from training.distributed import (
     DEFAULT_STORAGE,
     ClusterCapacityError,
-    EarlyStopping,
     check_capacity,
     cluster_gpus,
     ensure_ray,
@@ -41,7 +40,7 @@ from training.fit import FitResult, data_metadata, finish_forecaster, prepare_sp
 from training.models import MODEL_TYPES, get_model_spec
 from training.tracking import setup_tracking, use_experiment
 from training.train import TrainSettings, log_fit, log_forecaster, parse_overrides
-from training.trainer import TensorBatches
+from training.trainer import EarlyStopping, TensorBatches
 
 __all__ = ["TuneSettings", "build_param_space", "main", "run_sweep"]
 

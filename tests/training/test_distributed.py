@@ -16,13 +16,12 @@ from mlflow.tracking import MlflowClient
 from training.distributed import (
     ClusterCapacityError,
     DistributedSettings,
-    EarlyStopping,
     fit_forecaster_distributed,
 )
 from training.models.lstm import LSTMModelConfig, LSTMTrainer
 from training.registry import load_forecaster
 from training.train import TrainSettings, train_model
-from training.trainer import TensorBatches
+from training.trainer import EarlyStopping, TensorBatches
 
 OVERRIDES = {"epochs": 4, "sequence_length": 32, "hidden_size": 16, "patience": 10}
 

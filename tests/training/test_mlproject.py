@@ -49,7 +49,9 @@ def test_train_then_deploy_entries(tracking):
         "interval": "1h",
         "days_back": 45,
     }
-    defaults = {k: train_params[k] for k in ("model_name", "sequence_length", "epochs", "days_back")}
+    defaults = {
+        k: train_params[k] for k in ("model_name", "sequence_length", "epochs", "days_back")
+    }
     mlflow_run("train", defaults, tracking, experiment="lstm_forecasting")  # bundled sample
     mlflow_run("train", train_params, tracking, experiment="lstm_forecasting")  # a CSV file
     v1 = resolve_version("mlp_lstm", 1)
