@@ -104,8 +104,10 @@ class Forecaster:
         x = torch.from_numpy(self.pipeline.normalise(arr)).to(self.device).requires_grad_()
         self.model.eval()
         with torch.backends.cudnn.flags(enabled=False):  # cuDNN RNNs refuse backward in eval
-            self.model(x).sum().backward()
-        return (x.grad * x).abs().sum(dim=1).detach().cpu().numpy()
+            # autograd.grad, not backward(): the shared model's parameter .grad stays untouched,
+            # so concurrent requests and a later fine-tune see no stray gradients.
+            (grad,) = torch.autograd.grad(self.model(x).sum(), x)
+        return (grad * x).abs().sum(dim=1).detach().cpu().numpy()
 
     def importance_shares(self, weights: np.ndarray) -> dict[str, float]:
         """Per-window attributions [n, F] -> {feature_name: share}, averaged, summing to 1."""

@@ -14,7 +14,7 @@ import pandas as pd
 from training.bundle import Forecaster
 from training.config import ModelConfig
 from training.dataset import DEFAULT_FRACTIONS, Split, make_splits
-from training.drift import fit_reference
+from training.drift import calibrate_threshold, fit_reference
 from training.evaluation import conformal_quantile, forecast_metrics
 from training.features import FeaturePipeline
 from training.models import get_model_spec
@@ -84,13 +84,17 @@ def finish_forecaster(
     """Calibrate the interval on the calibration split and score the test split."""
     residual = np.abs(data["cal"].y - trainer.predict(data["cal"].x))
     train_arr = pipeline.check_windows(data["train"].split.windows)
+    val_arr = pipeline.check_windows(data["val"].split.windows)
+    reference = calibrate_threshold(
+        fit_reference(pipeline.raw_features(train_arr)), pipeline.raw_features(val_arr)
+    )
     forecaster = Forecaster(
         model_type=model_type,
         config=config,
         pipeline=pipeline,
         model=trainer.model,
         interval_q=conformal_quantile(residual, config.confidence),
-        reference=fit_reference(pipeline.raw_features(train_arr)),
+        reference=reference,
     )
     test = data["test"].split
     forecast = forecaster.forecast(test.windows)
