@@ -1,0 +1,1 @@
+"""Ray Serve application: the prediction API (ingress), the model deployment and the app builder."""

@@ -1,0 +1,137 @@
+"""ASGI middleware in front of every endpoint: API key, body size limit, and the per-request
+metrics and log line. Pure ASGI (no BaseHTTPMiddleware) so it costs microseconds per request."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+
+from starlette.exceptions import HTTPException
+
+from deployments.observability import RequestMetrics, log_request
+
+OPEN_PATHS = frozenset({"/api/v1/health"})
+
+
+class ApiError(HTTPException):
+    """An error answered as JSON {"error": kind, "message": message} with an HTTP status.
+
+    An HTTPException so FastAPI passes it through unchanged when raised while reading the body.
+    """
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(status, message)
+        self.status, self.kind, self.message = status, kind, message
+
+
+def error_body(kind: str, message: str) -> bytes:
+    return json.dumps({"error": kind, "message": message}).encode()
+
+
+class Guard:
+    """Checks the API key and the body size before the app sees a request; measures it after.
+
+    The limits come from `scope["app"].state` (`api_key`, `max_body_bytes`), set by the ingress
+    deployment from its arguments. Endpoints may add log fields to `request.state.log`.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.metrics: RequestMetrics | None = None  # created in the replica, on first request
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        state = scope.setdefault("state", {})
+        state["start"], state["log"] = start, {}
+        status, path = 500, scope["path"]
+        config = scope["app"].state
+
+        async def send_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        rejection = self._reject(scope, config)
+        try:
+            if rejection is not None:
+                await _send_error(send_status, *rejection)
+            else:
+                await self.app(scope, _limited(receive, config.max_body_bytes), send_status)
+        finally:
+            latency_ms = (time.perf_counter() - start) * 1000
+            error = rejection[1] if rejection else state["log"].pop("error", None)
+            if status >= 400 and error is None:
+                error = f"http_{status}"
+            if self.metrics is None:
+                self.metrics = RequestMetrics()
+            # unknown paths share one label so scanners cannot blow up the metric cardinality
+            endpoint = "unmatched" if error == "http_404" else path
+            self.metrics.record(endpoint, status, latency_ms, error)
+            log_request(
+                method=scope["method"],
+                path=path,
+                status=status,
+                latency_ms=round(latency_ms, 3),
+                error=error,
+                **state["log"],
+            )
+
+    @staticmethod
+    def _reject(scope, config) -> tuple[int, str, str] | None:
+        headers = dict(scope["headers"])
+        if config.api_key and _route_path(scope) not in OPEN_PATHS:
+            given = headers.get(b"authorization", b"").decode("latin-1")
+            if not hmac.compare_digest(given.encode(), f"Bearer {config.api_key}".encode()):
+                return (
+                    401,
+                    "unauthorized",
+                    "missing or wrong API key: send 'Authorization: "
+                    "Bearer <key>' with the key the service was started with",
+                )
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
+            return 413, "body_too_large", _too_large(int(length), config.max_body_bytes)
+        return None
+
+
+def _route_path(scope) -> str:
+    """The path below the app's route prefix (Serve passes the prefix as root_path)."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def _too_large(size: int, limit: int) -> str:
+    return (
+        f"request body of {size} bytes exceeds the limit of {limit} bytes; send fewer "
+        "sequences per request"
+    )
+
+
+def _limited(receive, limit: int):
+    """Wrap `receive` so a body without Content-Length still stops at the limit."""
+    seen = 0
+
+    async def receive_limited():
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise ApiError(413, "body_too_large", _too_large(seen, limit))
+        return message
+
+    return receive_limited
+
+
+async def _send_error(send, status: int, kind: str, message: str) -> None:
+    body = error_body(kind, message)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

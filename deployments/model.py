@@ -1,0 +1,214 @@
+"""The model deployment: registered forecasters loaded on demand, concurrent requests batched
+into one forward pass, per-request interval, feature importance and drift."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+import torch
+from ray import serve
+
+from deployments.model_cache import LoadedModel, ModelCache
+from deployments.observability import ModelMetrics
+from deployments.settings import ModelSettings
+from training.features import WindowShapeError
+from training.registry import ModelNotFoundError, resolve_version
+from training.tracking import setup_tracking
+
+log = logging.getLogger("ray.serve")
+HEALTH_TTL_S = 5.0
+REGISTRY_TIMEOUT_S = 10.0
+GRAD_CHUNK = 1024  # windows per backward pass, bounding activation memory on huge batches
+
+
+class RegistryUnavailableError(RuntimeError):
+    """The model registry did not answer while resolving or loading a model."""
+
+
+@dataclass(frozen=True)
+class ForecastJob:
+    """One HTTP request's work: raw windows and the model asked for (None: the default)."""
+
+    windows: np.ndarray  # [n, T, 5] float64 raw bars
+    model_name: str | None = None
+    model_version: str | None = None
+
+
+def configure_tracking(tracking_uri: str | None) -> None:
+    """Point this replica's MLflow client at the registry the app was built for."""
+    if tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    setup_tracking(check_server=False)  # an unreachable server shows in /health, not a crash
+
+
+def use_assigned_cpus() -> int:
+    """Give torch as many threads as CPUs Ray assigned this replica (at least one)."""
+    assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    threads = max(1, int(assigned))
+    torch.set_num_threads(threads)
+    return threads
+
+
+@serve.deployment(name="ModelDeployment", max_ongoing_requests=64)
+class ModelDeployment:
+    """Serves every registered version of any model from one replica pool.
+
+    Args:
+        tracking_uri: MLflow tracking URI of the registry (None: MLFLOW_TRACKING_URI or the
+            project's SQLite store).
+    """
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        configure_tracking(tracking_uri)
+        self.threads = use_assigned_cpus()
+        self.settings = ModelSettings()
+        self.cache = ModelCache(self.settings.cache_size, self.settings.resolve_ttl_s)
+        self.metrics = ModelMetrics()
+        self._health: tuple[float, dict] | None = None
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """Apply a new user_config (default model, batching, cache) without a restart."""
+        self.settings = ModelSettings.model_validate(user_config)
+        self._predict_batch.set_max_batch_size(self.settings.max_batch_size)
+        self._predict_batch.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
+        self.cache.configure(self.settings.cache_size, self.settings.resolve_ttl_s)
+        self._health = None
+        try:  # load the default now so the first request does not wait for it
+            await self.cache.get(self.settings.model_name, self.settings.default_version)
+        except Exception as exc:  # noqa: BLE001 - the replica must start; /health reports it
+            log.warning(
+                "default model %s@%s not loaded: %s",
+                self.settings.model_name,
+                self.settings.default_version,
+                exc,
+            )
+
+    async def predict(self, jobs: list[ForecastJob]) -> list[dict | Exception]:
+        """Forecast the windows of several requests (the ingress forwards what arrived together).
+
+        Returns:
+            Per job, in order: predictions, predicted_returns, confidence_intervals,
+            feature_importance, drift, model_name and the resolved model_version; or the
+            exception that job earned (ModelNotFoundError for an unknown model, version or
+            alias; WindowShapeError for windows that do not fit the model;
+            RegistryUnavailableError), so one bad request never fails the others.
+        """
+        resolved = [await self._resolve(job) for job in jobs]
+        return await self._predict_batch(list(zip(jobs, resolved, strict=True)))
+
+    async def _resolve(self, job: ForecastJob) -> LoadedModel | Exception:
+        name = job.model_name or self.settings.model_name
+        version = job.model_version or self.settings.default_version
+        try:
+            return await self.cache.get(name, version)
+        except ModelNotFoundError as exc:
+            return exc
+        except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds when unreachable
+            return RegistryUnavailableError(
+                f"model registry not reachable while loading {name}@{version}: {exc!r}"
+            )
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
+    async def _predict_batch(self, calls: list[list[tuple]]) -> list[list[dict | Exception]]:
+        """Concurrent predict calls merged: one forward pass per model over all their jobs."""
+        flat = [item for call in calls for item in call]  # (job, LoadedModel | exception)
+        self.metrics.batch_size.observe(len(flat), {})
+        results: list = [model if isinstance(model, Exception) else None for _, model in flat]
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, (_, model) in enumerate(flat):
+            if not isinstance(model, Exception):
+                groups.setdefault((model.name, model.version), []).append(i)
+        for indices in groups.values():
+            outputs = self._forecast_group(
+                flat[indices[0]][1], [flat[i][0].windows for i in indices]
+            )
+            for i, out in zip(indices, outputs, strict=True):
+                results[i] = out
+        out, offset = [], 0
+        for call in calls:
+            out.append(results[offset : offset + len(call)])
+            offset += len(call)
+        return out
+
+    def _forecast_group(self, model: LoadedModel, requests: list[np.ndarray]) -> list:
+        """One forward (and one backward for importance) over every request for one model."""
+        start = time.perf_counter()
+        forecaster = model.forecaster
+        outputs: list = [None] * len(requests)
+        checked: list[tuple[int, np.ndarray]] = []
+        for i, windows in enumerate(requests):
+            try:
+                checked.append((i, forecaster.pipeline.check_windows(windows)))
+            except WindowShapeError as exc:  # one bad request must not fail its batch mates
+                outputs[i] = WindowShapeError(f"model {model.name!r} v{model.version}: {exc}")
+        if not checked:
+            return outputs
+        arr = np.concatenate([a for _, a in checked])
+        fc = forecaster.forecast(arr)
+        weights = np.concatenate(
+            [
+                forecaster.importance_per_window(arr[i : i + GRAD_CHUNK])
+                for i in range(0, len(arr), GRAD_CHUNK)
+            ]
+        )
+        tags = {"model": model.name, "version": str(model.version)}
+        offset = 0
+        for i, a in checked:
+            part = slice(offset, offset + len(a))
+            offset += len(a)
+            drift = forecaster.drift(a)
+            self.metrics.drift.set(drift["score"], tags)
+            outputs[i] = {
+                "predictions": fc["prediction"][part].tolist(),
+                "predicted_returns": fc["predicted_return"][part].tolist(),
+                "confidence_intervals": [
+                    {"lower": lo, "upper": up, "confidence": forecaster.confidence}
+                    for lo, up in zip(
+                        fc["lower"][part].tolist(), fc["upper"][part].tolist(), strict=True
+                    )
+                ],
+                "feature_importance": forecaster.importance_shares(weights[part]),
+                "drift": drift,
+                "model_name": model.name,
+                "model_version": model.version,
+            }
+        self.metrics.compute.observe((time.perf_counter() - start) * 1000, tags)
+        return outputs
+
+    async def health(self) -> dict:
+        """Readiness: the default model is loaded and the registry answers (cached briefly)."""
+        if self._health and time.monotonic() - self._health[0] < HEALTH_TTL_S:
+            return self._health[1]
+        name, spec = self.settings.model_name, self.settings.default_version
+        registry_ok, error, model = True, None, None
+        try:
+            mv = await asyncio.wait_for(
+                asyncio.to_thread(resolve_version, name, spec), REGISTRY_TIMEOUT_S
+            )
+            model = await self.cache.get(name, int(mv.version))
+        except ModelNotFoundError as exc:
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - any registry failure means "not reachable"
+            registry_ok, error = False, f"model registry not reachable: {exc!r}"
+        report = {
+            "ready": registry_ok and model is not None,
+            "registry_reachable": registry_ok,
+            "default_model": {
+                "name": name,
+                "version": spec,
+                "resolved_version": model.version if model else None,
+                "device": str(model.forecaster.device) if model else None,
+            },
+            "loaded_models": [{"name": n, "version": v} for n, v in self.cache.loaded],
+            "torch_threads": self.threads,
+            "replica": serve.get_replica_context().replica_id.unique_id,
+            "error": error,
+        }
+        self._health = (time.monotonic(), report)
+        return report

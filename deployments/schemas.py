@@ -1,0 +1,83 @@
+"""Request and response bodies of the HTTP API (they also drive the OpenAPI docs at /docs)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_SEQUENCES = 128  # per request; split bigger jobs into several requests
+MAX_BODY_BYTES = 1 << 20  # 1 MiB, about 200 sequences of 60 hourly BTC bars as JSON
+
+
+class Headline(BaseModel):
+    """A news headline for the sentiment part of a request."""
+
+    title: str = Field(min_length=1, max_length=1000)
+    published_at: str | None = Field(None, description="ISO 8601 time, UTC if no zone")
+
+
+class PredictRequest(BaseModel):
+    """Recent candles of one symbol; each sequence yields one next-bar forecast."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    symbol: str = Field("BTC/USDT", min_length=1, max_length=40, examples=["BTC/USDT"])
+    sequences: list[list[list[float]]] = Field(
+        min_length=1,
+        description="Windows of [open, high, low, close, volume] bars, oldest first, each exactly "
+        "the model's sequence_length bars long (60 for the default model); at most "
+        f"{MAX_SEQUENCES} sequences per request unless the app was built with another limit.",
+    )
+    model_name: str | None = Field(
+        None, max_length=200, description="Registered model; default: the app's user_config"
+    )
+    model_version: str | int | None = Field(
+        None, description="'latest', a version number or an alias such as 'production'"
+    )
+    include_sentiment: bool = False
+    headlines: list[str | Headline] | None = Field(
+        None, max_length=200, description="Headlines to score when include_sentiment is true"
+    )
+
+
+class Interval(BaseModel):
+    lower: float
+    upper: float
+    confidence: float
+
+
+class Drift(BaseModel):
+    """Population stability index of the request's features against the training reference."""
+
+    score: float
+    threshold: float
+    drifted: bool
+    per_feature: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    symbol: str
+    predictions: list[float] = Field(description="Forecast next close per sequence")
+    predicted_returns: list[float] = Field(description="Simple return from the last close")
+    confidence_intervals: list[Interval]
+    feature_importance: dict[str, float] = Field(description="|gradient x input| shares, sum 1")
+    drift: Drift
+    model_name: str
+    model_version: int
+    latency_ms: float
+    sentiment: dict | None = Field(None, description="Only with include_sentiment: true")
+
+
+class SignalRequest(PredictRequest):
+    """A forecast request answered with BUY/SELL/HOLD per sequence, blended with news sentiment
+    by the rule of `sentiment.hybrid` (the weights default to HybridWeights')."""
+
+    sentiment_weight: float | None = Field(None, ge=0, description="Weight at full confidence")
+    ml_weight: float | None = Field(None, ge=0, description="Weight of the price forecast")
+    min_confidence: float | None = Field(None, ge=0, le=1, description="Below it: HOLD")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="Machine-readable kind, e.g. invalid_input, model_not_found")
+    message: str = Field(description="What was wrong, where, and what to do")

@@ -1,0 +1,44 @@
+"""Typed settings of the two deployments. `ModelSettings` is the model deployment's user_config:
+Serve applies an edited one through `reconfigure()` without restarting replicas."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deployments.schemas import MAX_BODY_BYTES, MAX_SEQUENCES
+
+DEFAULT_MODEL_NAME = "lstm_price_forecast"
+API_KEY_ENV = "MLTRADE_API_KEY"
+
+
+class ModelSettings(BaseModel):
+    """Runtime knobs of the model deployment (its user_config)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model_name: str = Field(DEFAULT_MODEL_NAME, description="Served when a request names none")
+    default_version: str = Field("latest", description="'latest', a number or an alias")
+    max_batch_size: int = Field(16, ge=1, le=256, description="Requests per forward pass")
+    batch_wait_timeout_s: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="How long a batch waits to fill; 0 batches whatever queued meanwhile",
+    )
+    cache_size: int = Field(4, ge=1, le=64, description="Model versions kept in memory")
+    resolve_ttl_s: float = Field(
+        10.0, ge=0.0, description="How long 'latest' and aliases keep their resolved version"
+    )
+
+
+class ApiSettings(BaseModel):
+    """Request limits and access control of the ingress."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_sequences: int = Field(MAX_SEQUENCES, ge=1, description="Sequences per request")
+    max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, description="Request body size limit")
+    api_key_env: str = Field(
+        API_KEY_ENV,
+        description="Environment variable holding the API key; unset or empty leaves the API open",
+    )
