@@ -1,0 +1,210 @@
+"""Strategies: the ML forecaster strategy, and a no-op one that measures the bar loop alone.
+
+MLBacktraderStrategy forecasts every bar in one batched call before the bar loop; bar t's
+forecast comes from the window of the sequence_length bars ending at t, so no decision sees a
+later candle, and `next` only looks the precomputed numbers up.
+"""
+
+from __future__ import annotations
+
+from types import NoneType
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+
+from training.bundle import Forecaster
+from training.features import sliding_windows
+from training.validation import OHLCV_COLUMNS, validate_ohlcv
+
+
+class NotEnoughBarsError(ValueError):
+    """Raised when there are too few candles for the model's sequence length."""
+
+
+def directional_confidence(
+    predicted_return: np.ndarray, lower_return: np.ndarray, upper_return: np.ndarray
+) -> np.ndarray:
+    """Share of the calibrated interval that lies on the forecast's side of zero, in [0, 1].
+
+    The interval [lower_return, upper_return] covers the next bar's return with the model's
+    calibrated probability (e.g. 90%). A forecast of +0.2% with interval [-1%, +1.4%] has
+    1.4 / 2.4 = 0.58 of its interval above zero: 0.58. Confidence is 1 when the whole interval
+    agrees with the forecast's direction, about 0.5 when the forecast is near zero relative to
+    its uncertainty, so for the same forecast a wider interval means lower confidence.
+    """
+    width = upper_return - lower_return
+    agree = np.where(
+        predicted_return >= 0,
+        upper_return - np.maximum(lower_return, 0.0),
+        np.minimum(upper_return, 0.0) - lower_return,
+    )
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(width > 0, agree / width, 1.0)
+    return np.clip(share, 0.0, 1.0)
+
+
+class NoTradeStrategy(bt.Strategy):
+    """Does nothing: the cost of the bar loop alone."""
+
+    def next(self) -> None:
+        pass
+
+
+class MLBacktraderStrategy(bt.Strategy):
+    """Trades a registered forecaster's next-bar return forecasts.
+
+    Params:
+        model_name, model_version: the registered model (version number, alias or "latest"),
+            loaded with training.registry.load_forecaster, the bundle the API serves.
+        forecaster: a Forecaster object to use instead of a registry lookup (walk-forward).
+        history: candles just before the backtest data; their last sequence_length - 1 bars
+            give the first bars of the data full windows (they are never traded).
+        entry_threshold: extra predicted return required above the round-trip cost
+            2 * (commission + slippage) before entering.
+        exit_threshold: a long exits when the predicted return drops below this (a short when
+            it rises above minus this).
+        min_confidence: skip entries whose directional_confidence is below this (0..1).
+        position_size: fraction of portfolio value to commit, in (0, 1], net of fees.
+        scale_by_confidence: multiply position_size by 2 * confidence - 1.
+    Shorts are entered only when the engine allows shorting.
+    """
+
+    params = (
+        ("model_name", "lstm_price_forecast"),
+        ("model_version", "latest"),
+        ("forecaster", None),
+        ("history", None),
+        ("entry_threshold", 0.0),
+        ("exit_threshold", 0.0),
+        ("min_confidence", 0.0),
+        ("position_size", 0.95),
+        ("scale_by_confidence", False),
+    )
+    param_types = {
+        "model_version": (str, int),
+        "forecaster": (Forecaster, NoneType),
+        "history": (pd.DataFrame, NoneType),
+    }
+
+    def __init__(self) -> None:
+        if not 0.0 < self.p.position_size <= 1.0:
+            raise ValueError(
+                f"MLBacktraderStrategy position_size must be in (0, 1], got {self.p.position_size}"
+            )
+        if not 0.0 <= self.p.min_confidence <= 1.0:
+            raise ValueError(
+                f"MLBacktraderStrategy min_confidence must be in [0, 1], "
+                f"got {self.p.min_confidence}"
+            )
+        self.order = None
+
+    def start(self) -> None:
+        forecast = precompute_forecasts(self.load_model(), self.candles(), self.p.history)
+        self.predicted_return = forecast["predicted_return"]
+        self.confidence = forecast["confidence"]
+        self.read_costs()
+
+    def load_model(self) -> Forecaster:
+        """The `forecaster` param, else the registered model; refuses multi-asset models."""
+        forecaster = self.p.forecaster
+        if forecaster is None:
+            from training.registry import load_forecaster
+
+            forecaster, _ = load_forecaster(self.p.model_name, self.p.model_version)
+        if len(forecaster.symbols) != 1:
+            raise ValueError(
+                f"the model forecasts from {len(forecaster.symbols)} symbols "
+                f"{list(forecaster.symbols)}; the backtester feeds one symbol"
+            )
+        return forecaster
+
+    def candles(self) -> pd.DataFrame:
+        """The feed's whole DataFrame; only windows ending at or before a bar may be used."""
+        candles = getattr(self.data, "candles", None)
+        if candles is None:
+            raise TypeError("MLBacktraderStrategy runs on BacktraderEngine's CandleFeed")
+        return candles
+
+    def read_costs(self) -> None:
+        """Fee hurdle and sizing factor from the engine's commission and slippage."""
+        comminfo = self.broker.getcommissioninfo(self.data)
+        commission, slippage = comminfo.p.commission, self.broker.p.slip_perc
+        self.hurdle = 2.0 * (commission + slippage) + self.p.entry_threshold
+        self.cost_factor = (1.0 + commission) * (1.0 + slippage)
+        self.allow_short = bool(getattr(self.broker.p, "allow_short", False))
+
+    def notify_order(self, order) -> None:
+        if not order.alive():
+            self.order = None
+
+    def next(self) -> None:
+        bar = len(self) - 1
+        self.decide(self.predicted_return[bar], self.confidence[bar])
+
+    def decide(self, predicted: float, confidence: float) -> None:
+        """Enter, exit or hold on this bar's forecast (orders fill at the next open)."""
+        if self.order is not None or np.isnan(predicted):
+            return
+        held = self.position.size
+        if held > 0 and predicted < self.p.exit_threshold:
+            self.order = self.close()
+        elif held < 0 and predicted > -self.p.exit_threshold:
+            self.order = self.close()
+        elif held == 0 and confidence >= self.p.min_confidence:
+            fraction = self.p.position_size
+            if self.p.scale_by_confidence:
+                fraction *= max(2.0 * confidence - 1.0, 0.0)
+            size = fraction * self.broker.getvalue() / (self.data.close[0] * self.cost_factor)
+            if size <= 0:
+                return
+            if predicted > self.hurdle:
+                self.order = self.buy(size=size)
+            elif self.allow_short and predicted < -self.hurdle:
+                self.order = self.sell(size=size)
+
+
+def precompute_forecasts(
+    forecaster: Forecaster, candles: pd.DataFrame, history: pd.DataFrame | None = None
+) -> dict[str, np.ndarray]:
+    """Forecasts for every bar of `candles` in one batched call.
+
+    Bar i's forecast uses the window of sequence_length bars ending at bar i (drawn from
+    `history` for the first bars when given); bars without a full window get NaN.
+
+    Returns:
+        Arrays of len(candles): predicted_return, lower_return, upper_return, confidence.
+    """
+    t = forecaster.sequence_length
+    context = np.empty((0, len(OHLCV_COLUMNS)))
+    if history is not None:
+        history = validate_ohlcv(history, source="strategy history")
+        if len(history) and history.index[-1] >= candles.index[0]:
+            raise ValueError(
+                f"history must end before the backtest data starts ({candles.index[0]}); "
+                f"it ends at {history.index[-1]}"
+            )
+        context = history.to_numpy(dtype=np.float64)[max(len(history) - (t - 1), 0) :]
+    values = np.concatenate([context, candles.to_numpy(dtype=np.float64)])
+    if len(values) < t + 1:
+        raise NotEnoughBarsError(
+            f"{len(candles)} bars (+{len(context)} of history) is too few for the model's "
+            f"sequence_length {t}: need at least {t + 1 - len(context)} bars to forecast and "
+            "trade once; load more data"
+        )
+    out = forecaster.forecast(sliding_windows(values, t))
+    last = out["last_close"]
+    first = t - 1 - len(context)  # candles bar of the first full window
+    result = {}
+    for key, series in (
+        ("predicted_return", out["predicted_return"]),
+        ("lower_return", out["lower"] / last - 1.0),
+        ("upper_return", out["upper"] / last - 1.0),
+    ):
+        full = np.full(len(candles), np.nan)
+        full[first:] = series
+        result[key] = full
+    result["confidence"] = directional_confidence(
+        result["predicted_return"], result["lower_return"], result["upper_return"]
+    )
+    return result

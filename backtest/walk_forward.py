@@ -1,0 +1,361 @@
+"""Walk-forward analysis: retrain per window, backtest in and out of sample, windows as Ray tasks.
+
+Each window trains a fresh forecaster on its training period only (training.fit), backtests it
+there (in sample) and on the test period that follows (out of sample). Tasks return metrics and
+the model bundle's bytes; the driver alone writes to MLflow (one parent run, a nested run per
+window), so many tasks never race on one SQLite file.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from backtest.engine import BacktestResult, BacktraderEngine, check_strategy_params
+from backtest.report import log_metrics, plot_walk_forward, save_figure, select_experiment
+from backtest.strategies import MLBacktraderStrategy
+from backtest.windows import WalkForwardError, WalkForwardWindow, make_windows
+from training.bundle import Forecaster
+from training.config import ModelConfig
+from training.dataset import bars_needed
+from training.fit import fit_forecaster
+from training.models import get_model_spec
+from training.validation import validate_ohlcv
+
+
+def _bundle_bytes(forecaster: Forecaster) -> dict[str, bytes]:
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = forecaster.save(Path(tmp))
+        return {p.name: p.read_bytes() for p in directory.iterdir()}
+
+
+def _load_bundle(files: dict[str, bytes]) -> Forecaster:
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, content in files.items():
+            (Path(tmp) / name).write_bytes(content)
+        return Forecaster.load(tmp, device="cpu")
+
+
+def run_window(
+    candles: pd.DataFrame,
+    window: WalkForwardWindow,
+    model_type: str,
+    overrides: dict,
+    strategy: type,
+    strategy_params: dict,
+    engine: BacktraderEngine,
+    symbol: str,
+    torch_threads: int | None = None,
+) -> dict:
+    """Train on the window's training period, backtest in and out of sample.
+
+    Runs as a Ray task or in-process; touches no MLflow state.
+
+    Returns:
+        window, train and test BacktestResults, model_metrics, bundle (file name -> bytes)
+        and seconds.
+    """
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)  # tasks sharing a node must not oversubscribe
+    began = time.perf_counter()
+    train, test = window.slices(candles)
+    fit = fit_forecaster({symbol: train}, model_type, overrides, show_progress=False)
+    params = {**strategy_params, "forecaster": fit.forecaster}
+    in_sample = engine.run_backtest(train, strategy, params)
+    history = {"history": train} if "history" in strategy.params._getkeys() else {}
+    out_of_sample = engine.run_backtest(test, strategy, {**params, **history})
+    return {
+        "window": window,
+        "train": in_sample,
+        "test": out_of_sample,
+        "model_metrics": fit.metrics,
+        "bundle": _bundle_bytes(fit.forecaster),
+        "seconds": time.perf_counter() - began,
+    }
+
+
+@dataclass
+class WalkForwardResult:
+    """Per-window results, their summary and the MLflow parent run; readable as a mapping."""
+
+    windows: list[dict]
+    summary: dict
+    run_id: str
+    seconds: float
+    report_path: Path | None = None
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+
+@dataclass(frozen=True)
+class WalkForwardAnalyzer:
+    """Rolling retrain-and-test over calendar windows.
+
+    Attributes:
+        train_period_days, test_period_days, step_days: window geometry in days.
+        engine: the backtest engine (cash, fees, slippage, shorting).
+        num_cpus_per_task, num_gpus_per_task: Ray resources per window.
+        torch_threads: torch threads per window, in a task or sequentially; None uses
+            num_cpus_per_task (rounded down, at least 1) so tasks never oversubscribe cores.
+        parallel: run windows as Ray tasks (local Ray, or the cluster at RAY_ADDRESS); False
+            runs them one after another in this process.
+        experiment_name: MLflow experiment of the parent run.
+        show_progress: show a progress bar of windows done.
+        output_dir: where to save the walk-forward chart PNG (also logged to MLflow).
+    """
+
+    train_period_days: float = 180
+    test_period_days: float = 30
+    step_days: float = 30
+    engine: BacktraderEngine = BacktraderEngine()
+    num_cpus_per_task: float = 1.0
+    num_gpus_per_task: float = 0.0
+    torch_threads: int | None = None
+    parallel: bool = True
+    experiment_name: str = "walk_forward"
+    show_progress: bool = True
+    output_dir: str | None = None
+
+    def plan(
+        self, data: pd.DataFrame, model_config: dict | None = None
+    ) -> tuple[pd.DataFrame, list[WalkForwardWindow], str, dict]:
+        """Validate inputs and lay out the windows without training anything.
+
+        Returns:
+            (validated candles, windows, model_type, config overrides).
+        """
+        candles = validate_ohlcv(data, source="walk-forward data")
+        overrides = dict(model_config or {})
+        model_type = overrides.pop("model_type", "lstm")
+        spec = get_model_spec(model_type)
+        if spec.multi_asset:
+            raise WalkForwardError(f"{model_type} needs several symbols; walk-forward uses one")
+        spec.config_class.from_dict(overrides)  # unknown keys fail here, not in every task
+        seq = int(overrides.get("sequence_length", ModelConfig.sequence_length))
+        windows = make_windows(
+            candles.index, self.train_period_days, self.test_period_days, self.step_days
+        )
+        step = (candles.index[1:] - candles.index[:-1]).median() if len(candles) > 1 else None
+        need_bars = bars_needed(seq)
+        if not windows:
+            span = (candles.index[-1] - candles.index[0]) / pd.Timedelta(days=1)
+            raise WalkForwardError(
+                f"walk-forward data spans {span:.1f} days ({len(candles)} bars) but one window "
+                f"needs {self.train_period_days} training + {self.test_period_days} test = "
+                f"{self.train_period_days + self.test_period_days} days; load more data or "
+                "shorten the periods"
+            )
+        for window in windows:
+            train, test = window.slices(candles)
+            if len(train) < need_bars or len(test) < 2:
+                per_day = pd.Timedelta(days=1) / step if step else float("nan")
+                raise WalkForwardError(
+                    f"window {window.index} has {len(train)} training bars and {len(test)} test "
+                    f"bars; sequence_length={seq} needs at least {need_bars} training bars "
+                    f"({math.ceil(need_bars / per_day)} days at this interval) and 2 test bars: "
+                    "lengthen train_period_days or shorten sequence_length"
+                )
+        return candles, windows, model_type, overrides
+
+    def analyze(
+        self,
+        data: pd.DataFrame,
+        strategy: type = MLBacktraderStrategy,
+        model_config: dict | None = None,
+        strategy_params: dict | None = None,
+        symbol: str = "asset",
+        run_name: str | None = None,
+    ) -> WalkForwardResult:
+        """Retrain and backtest every window, log them to MLflow and summarise.
+
+        Args:
+            data: candles of one symbol.
+            strategy: a backtrader Strategy class taking a `forecaster` parameter.
+            model_config: {"model_type": "lstm", **config overrides} for training.
+            strategy_params: parameters of the strategy (the forecaster is set per window).
+            symbol: the symbol's name, recorded in each model.
+            run_name: MLflow name of the parent run.
+
+        Returns:
+            WalkForwardResult with windows (dates, train and test metrics, the window's
+            MLflow run) and summary (train, test, degradation).
+        """
+        params = dict(strategy_params or {})
+        check_strategy_params(strategy, params)
+        if "forecaster" not in strategy.params._getkeys():
+            raise WalkForwardError(
+                f"{strategy.__name__} takes no `forecaster` parameter; walk-forward passes each "
+                "window's model that way (see MLBacktraderStrategy)"
+            )
+        candles, windows, model_type, overrides = self.plan(data, model_config)
+        from training.tracking import setup_tracking
+        from training.train import log_forecaster
+
+        setup_tracking()
+        select_experiment(self.experiment_name)
+        began = time.perf_counter()
+        args = (model_type, overrides, strategy, params, self.engine, symbol)
+        rows = []
+        nested = mlflow.active_run() is not None
+        with mlflow.start_run(run_name=run_name or "walk_forward", nested=nested) as parent:
+            mlflow.log_params(self._params(model_type, overrides, params, symbol, len(windows)))
+            progress = tqdm(
+                total=len(windows), desc="walk-forward windows", disable=not self.show_progress
+            )
+            for outcome in self._outcomes(candles, windows, args):
+                with mlflow.start_run(
+                    run_name=f"window_{outcome['window'].index:02d}", nested=True
+                ):
+                    rows.append(self._log_window(outcome, log_forecaster))
+                progress.update(1)
+            progress.close()
+            rows.sort(key=lambda r: r["index"])
+            summary = summarize(rows)
+            log_metrics({f"{side}_{k}": v for side in summary for k, v in summary[side].items()})
+            mlflow.log_dict({"windows": rows, "summary": summary}, "walk_forward.json")
+            path = save_figure(plot_walk_forward(rows), "walk_forward.png", self.output_dir)
+        return WalkForwardResult(
+            rows, summary, parent.info.run_id, time.perf_counter() - began, path
+        )
+
+    def _outcomes(self, candles: pd.DataFrame, windows: list[WalkForwardWindow], args: tuple):
+        """Yield window outcomes as they finish (Ray tasks) or in order (sequential)."""
+        threads = self.torch_threads or max(1, int(self.num_cpus_per_task))
+        if not self.parallel:
+            import torch
+
+            before = torch.get_num_threads()
+            try:
+                for window in windows:
+                    yield run_window(candles, window, *args, torch_threads=threads)
+            finally:
+                torch.set_num_threads(before)
+            return
+        import ray
+
+        if not ray.is_initialized():
+            ray.init()  # a local instance, or the cluster named by RAY_ADDRESS
+        task = ray.remote(run_window).options(
+            num_cpus=self.num_cpus_per_task, num_gpus=self.num_gpus_per_task, max_retries=0
+        )
+        data_ref = ray.put(candles)
+        pending = [task.remote(data_ref, w, *args, torch_threads=threads) for w in windows]
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                yield ray.get(done[0])
+        finally:  # a failed window (or Ctrl-C) stops the rest instead of leaving them running
+            for ref in pending:
+                ray.cancel(ref)
+
+    def _params(self, model_type, overrides, strategy_params, symbol, n_windows) -> dict:
+        """Run parameters, all prefixed `wf_` so they never clash with those `mlflow run`
+        logs for the MLproject entry into the same run."""
+        safe = {k: v for k, v in strategy_params.items() if isinstance(v, (str, int, float))}
+        params = {
+            "train_period_days": self.train_period_days,
+            "test_period_days": self.test_period_days,
+            "step_days": self.step_days,
+            "num_windows": n_windows,
+            "model_type": model_type,
+            "symbol": symbol,
+            "parallel": self.parallel,
+            "num_cpus_per_task": self.num_cpus_per_task,
+            "num_gpus_per_task": self.num_gpus_per_task,
+            "torch_threads": self.torch_threads,
+            **{f"engine_{k}": v for k, v in asdict(self.engine).items()},
+            **{f"model_{k}": v for k, v in overrides.items()},
+            **{f"strategy_{k}": v for k, v in safe.items()},
+        }
+        return {f"wf_{k}": v for k, v in params.items()}
+
+    @staticmethod
+    def _log_window(outcome: dict, log_forecaster) -> dict:
+        """Log one window as the active nested run; returns its row for the results."""
+        window = outcome["window"]
+        train: BacktestResult = outcome["train"]
+        test: BacktestResult = outcome["test"]
+        dates = {
+            "train_start": str(window.train_start),
+            "train_end": str(window.train_end),
+            "test_start": str(window.test_start),
+            "test_end": str(window.test_end),
+        }
+        mlflow.log_params({"window": window.index, **dates})
+        log_metrics(
+            {
+                **{f"train_{k}": v for k, v in train.metrics.items()},
+                **{f"test_{k}": v for k, v in test.metrics.items()},
+                **{f"test_benchmark_{k}": v for k, v in test.benchmark.items()},
+                **{f"model_test_{k}": v for k, v in outcome["model_metrics"].items()},
+                "seconds": outcome["seconds"],
+            }
+        )
+        info = log_forecaster(_load_bundle(outcome["bundle"]))
+        return {
+            "index": window.index,
+            **dates,
+            "train_bars": len(train.equity_curve),
+            "test_bars": len(test.equity_curve),
+            "train": train.metrics,
+            "test": test.metrics,
+            "test_benchmark": test.benchmark,
+            "model_metrics": outcome["model_metrics"],
+            "run_id": mlflow.active_run().info.run_id,
+            "model_uri": info.model_uri,
+            "seconds": outcome["seconds"],
+        }
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Average in-sample (train) and out-of-sample (test) metrics and their degradation.
+
+    avg_return_degradation compares like with like: each window's in-sample return is first
+    compounded down to the test period's length (train periods are longer), then the
+    out-of-sample return is subtracted; percentage points, averaged over windows.
+    avg_sharpe_degradation is train avg_sharpe - test avg_sharpe (both annualised).
+    """
+
+    def side(key: str) -> dict:
+        metrics = [r[key] for r in rows]
+
+        def mean(name: str) -> float:
+            return float(statistics.fmean(m[name] for m in metrics))
+
+        return {
+            "avg_return": mean("total_return_pct"),
+            "avg_sharpe": mean("sharpe_ratio"),
+            "avg_sortino": mean("sortino_ratio"),
+            "avg_max_drawdown": mean("max_drawdown_pct"),
+            "avg_win_rate": mean("win_rate"),
+            "avg_exposure": mean("exposure_pct"),
+            "total_trades": int(sum(m["num_trades"] for m in metrics)),
+        }
+
+    train, test = side("train"), side("test")
+    test["avg_benchmark_return"] = float(
+        statistics.fmean(r["test_benchmark"]["total_return_pct"] for r in rows)
+    )
+    test["profitable_windows"] = float(np.mean([r["test"]["total_return_pct"] > 0 for r in rows]))
+    scaled = [
+        ((1 + r["train"]["total_return_pct"] / 100) ** (r["test_bars"] / r["train_bars"]) - 1) * 100
+        - r["test"]["total_return_pct"]
+        for r in rows
+    ]
+    degradation = {
+        "avg_return_degradation": float(statistics.fmean(scaled)),
+        "avg_sharpe_degradation": train["avg_sharpe"] - test["avg_sharpe"],
+    }
+    return {"train": train, "test": test, "degradation": degradation}
