@@ -1,0 +1,152 @@
+"""The news sentiment deployment: its own replicas (and a GPU share where the cluster has GPUs)
+scoring headlines with the registered `news_sentiment` model, concurrent requests batched into
+one forward pass, and a symbol's aggregate from request headlines or the configured sources."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve import Application
+
+from deployments.model import configure_tracking, use_assigned_cpus
+from sentiment.aggregate import AggregateSettings, in_window
+from sentiment.model import DEFAULT_MODEL_NAME, SentimentAnalyzer
+from sentiment.news import MAX_HEADLINES, NewsApiConfig, NewsInputError, check_title
+from sentiment.sources import NewsFileCache, NewsSettings, find_headlines, report
+
+log = logging.getLogger("ray.serve")
+
+
+class ScorerSettings(BaseModel):
+    """The scorer's user_config: which model, where news comes from, how it is aggregated."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    model_name: str = DEFAULT_MODEL_NAME
+    model_version: str = Field("latest", description="'latest', a number or an alias")
+    news_file: str | None = Field(None, description="CSV/JSONL headlines; default "
+                                  "$MLTRADE_NEWS_FILE")
+    news_api_url: str = NewsApiConfig.url
+    news_api_style: str = Field(NewsApiConfig.style, pattern="^(cryptopanic|newsapi)$")
+    news_api_token_env: str = NewsApiConfig.token_env
+    news_api_timeout_s: float = Field(NewsApiConfig.timeout_s, gt=0, le=60)
+    half_life_hours: float = Field(AggregateSettings.half_life_hours, gt=0)
+    max_age_hours: float = Field(AggregateSettings.max_age_hours, gt=0)
+    evidence_k: float = Field(AggregateSettings.evidence_k, ge=0)
+    max_batch_size: int = Field(32, ge=1, le=256, description="Requests per forward pass")
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
+
+    def news(self) -> NewsSettings:
+        return NewsSettings(
+            news_file=self.news_file,
+            api=NewsApiConfig(self.news_api_url, self.news_api_style, self.news_api_token_env,
+                              self.news_api_timeout_s),
+            aggregate=AggregateSettings(self.half_life_hours, self.max_age_hours,
+                                        self.evidence_k),
+        )
+
+
+@serve.deployment(name="SentimentScorer", max_ongoing_requests=64)
+class SentimentScorer:
+    """Scores headlines and aggregates a symbol's news sentiment.
+
+    Args:
+        tracking_uri: MLflow tracking URI of the registry (None: MLFLOW_TRACKING_URI or the
+            project's SQLite store).
+        settings: ScorerSettings fields; later changes arrive through `reconfigure`.
+    """
+
+    def __init__(self, tracking_uri: str | None = None, settings: dict | None = None) -> None:
+        configure_tracking(tracking_uri)
+        use_assigned_cpus()
+        self.settings: ScorerSettings | None = None
+        self.analyzer: SentimentAnalyzer | None = None
+        self.files = NewsFileCache()
+        self.reconfigure(settings or {})
+
+    def reconfigure(self, config: dict) -> None:
+        """Apply a user_config; the model reloads only when its name or version changed."""
+        new = ScorerSettings.model_validate(config or {})
+        old = self.settings
+        if old is None or (old.model_name, old.model_version) != (new.model_name,
+                                                                   new.model_version):
+            self.analyzer = SentimentAnalyzer.from_registry(new.model_name, new.model_version)
+            log.info("sentiment model %s on %s", self.analyzer.source, self.analyzer.device)
+        self._score_batch.set_max_batch_size(new.max_batch_size)
+        self._score_batch.set_batch_wait_timeout_s(new.batch_wait_timeout_s)
+        self.settings = new
+        self.news = new.news()
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def _score_batch(self, text_lists: list[list[str]]) -> list[list[dict]]:
+        flat = [text for texts in text_lists for text in texts]
+        analyses = await asyncio.to_thread(self.analyzer.analyze, flat)
+        out, start = [], 0
+        for texts in text_lists:
+            out.append(analyses[start : start + len(texts)])
+            start += len(texts)
+        return out
+
+    async def score(self, texts: list[str]) -> list[dict]:
+        """Per text: label, score in [-1, 1], confidence, probabilities (batched across calls).
+
+        Raises:
+            NewsInputError: more than MAX_HEADLINES texts, or an empty or oversized one.
+        """
+        if len(texts) > MAX_HEADLINES:
+            raise NewsInputError(f"{len(texts)} texts; the limit is {MAX_HEADLINES} per call")
+        # Checked here so one bad text fails its own call, not the whole batch.
+        checked = [check_title(t, f"texts[{i}]") for i, t in enumerate(texts)]
+        return await self._score_batch(checked) if checked else []
+
+    async def aggregate(self, symbol: str, headlines: list | None = None) -> dict:
+        """A symbol's sentiment now: score, confidence, n_headlines, source, as_of (+ note).
+
+        Args:
+            symbol: e.g. "BTC/USDT"; news sources match its base asset.
+            headlines: strings or {"title", "published_at"} dicts; None uses the news API (when
+                its token is set) or the news file; [] means no news.
+
+        Raises:
+            NewsInputError: bad request headlines or a malformed news file (naming the line).
+        """
+        news = self.news
+        found = await asyncio.to_thread(find_headlines, symbol, headlines, news, self.files)
+        as_of = pd.Timestamp.now(tz="UTC")
+        kept, ages = in_window(found.headlines, as_of, news.aggregate)
+        analyses = await self._score_batch([h.title for h in kept]) if kept else []
+        return report(found, analyses, ages, news.aggregate, as_of)
+
+    async def health(self) -> dict:
+        return {"model": self.analyzer.source, "device": str(self.analyzer.device)}
+
+
+def bind_scorer(tracking_uri: str | None = None, settings: dict | None = None,
+                num_cpus: float = 0.5, gpus_per_replica: float = 0.25, min_replicas: int = 1,
+                max_replicas: int = 2, target_ongoing_requests: float = 8) -> Application:
+    """The scorer bound with resources decided now, at app build time: a GPU share only when
+    the cluster reports GPUs, and its own autoscaling.
+
+    Args:
+        tracking_uri: MLflow tracking URI for the registry.
+        settings: ScorerSettings fields (its user_config).
+        num_cpus: CPUs per replica.
+        gpus_per_replica: GPU share per replica where the cluster has GPUs.
+        min_replicas, max_replicas, target_ongoing_requests: autoscaling.
+    """
+    from deployments.app import cluster_gpus
+
+    user_config = ScorerSettings.model_validate(settings or {}).model_dump()
+    gpus = gpus_per_replica if cluster_gpus() > 0 else 0.0
+    return SentimentScorer.options(
+        ray_actor_options={"num_cpus": num_cpus, "num_gpus": gpus},
+        autoscaling_config={"min_replicas": min_replicas,
+                            "initial_replicas": max(min_replicas, 1),
+                            "max_replicas": max(max_replicas, min_replicas, 1),
+                            "target_ongoing_requests": target_ongoing_requests},
+        user_config=user_config,
+    ).bind(tracking_uri)

@@ -1,0 +1,138 @@
+"""The sentiment parts of the HTTP API on a real Serve app (deployments.app.build_app with
+with_sentiment): /predict with include_sentiment, POST /api/v1/ml/signal, the scorer's batched
+scoring, and bad headlines. Every number is recomputed locally from the same models."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+from ray import serve
+from ray.serve._private.api import serve_start
+
+from deployments.app import AppArgs, build_app
+from sentiment.aggregate import AggregateSettings, aggregate_scores
+from sentiment.hybrid import HybridWeights, combine_signal
+from training.data import load_data
+from training.registry import load_forecaster
+
+PREDICT, SIGNAL = "/api/v1/ml/predict", "/api/v1/ml/signal"
+TITLES = ["Bitcoin ETF approved by the SEC", "Exchange hacked, withdrawals halted",
+          "Bitcoin trades flat ahead of the Fed"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app(store, trained, forecaster_name, tmp_path_factory):
+    news = tmp_path_factory.mktemp("news") / "news.csv"
+    fresh = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=1)).isoformat()
+    news.write_text(f"published_at,symbol,title\n{fresh},ETH/USDT,Ether rallies on upgrade\n"
+                    "2021-01-01T00:00:00Z,DOGE/USDT,An old dog headline\n")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    port = _free_port()
+    try:
+        serve_start(http_options={"host": "127.0.0.1", "port": port})
+        args = AppArgs(model_name=forecaster_name, tracking_uri=store, with_sentiment=True,
+                       model_num_cpus=0.25, ingress_num_cpus=0.1, sentiment_num_cpus=0.5,
+                       max_replicas=1, sentiment_settings={"news_file": str(news)})
+        serve.run(build_app(args), name="sentiment_api", route_prefix="/")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+            yield http
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def windows(forecaster_name):
+    forecaster, _ = load_forecaster(forecaster_name)
+    values = load_data("BTC/USDT", data_path="sample", days_back=10).to_numpy()
+    t = forecaster.sequence_length
+    return [values[i : i + t].tolist() for i in (0, 40)]
+
+
+def _expected_sentiment(analyzer, titles):
+    rows = analyzer.analyze(titles)  # undated headlines count as published now: age 0
+    return aggregate_scores([r["score"] for r in rows], [r["confidence"] for r in rows],
+                            [0.0] * len(rows), AggregateSettings())
+
+
+def test_predict_with_sentiment_adds_the_aggregate(app, analyzer, windows):
+    body = {"symbol": "BTC/USDT", "sequences": windows, "include_sentiment": True,
+            "headlines": TITLES[:2] + [{"title": TITLES[2], "published_at": None}]}
+    resp = app.post(PREDICT, json=body)
+    assert resp.status_code == 200, resp.text
+    sentiment = resp.json()["sentiment"]
+    score, confidence, n = _expected_sentiment(analyzer, TITLES)
+    assert sentiment["score"] == pytest.approx(score, abs=1e-5)
+    assert sentiment["confidence"] == pytest.approx(confidence, abs=1e-5)
+    assert sentiment["n_headlines"] == n == 3 and sentiment["source"] == "request"
+    assert len(resp.json()["predictions"]) == 2
+
+
+def test_news_file_and_no_news(app, windows):
+    eth = app.post(PREDICT, json={"symbol": "ETH/USDT", "sequences": windows,
+                                  "include_sentiment": True}).json()["sentiment"]
+    assert eth["n_headlines"] == 1 and eth["source"] == "file:news.csv" and eth["confidence"] > 0
+    for symbol, note in (("BTC/USDT", "no headlines"), ("DOGE/USDT", "1 outside that window")):
+        none = app.post(PREDICT, json={"symbol": symbol, "sequences": windows,
+                                       "include_sentiment": True}).json()["sentiment"]
+        assert (none["score"], none["confidence"], none["n_headlines"]) == (0.0, 0.0, 0)
+        assert note in none["note"]
+
+
+def test_signal_is_combine_signal_of_forecast_and_sentiment(app, windows, forecaster_name):
+    body = {"symbol": "BTC/USDT", "sequences": windows, "headlines": TITLES,
+            "min_confidence": 0.0}
+    resp = app.post(SIGNAL, json=body)
+    assert resp.status_code == 200, resp.text
+    out = resp.json()
+    forecaster, _ = load_forecaster(forecaster_name)
+    forecast = forecaster.predict(np.asarray(windows))
+    sentiment = out["sentiment"]
+    assert sentiment["n_headlines"] == 3
+    for row, signal in zip(forecast.itertuples(), out["signals"], strict=True):
+        expected = combine_signal(row.predicted_return, row.lower, row.upper, row.prediction,
+                                  sentiment["score"], sentiment["confidence"],
+                                  HybridWeights(min_confidence=0.0))
+        assert signal["signal"] == expected["signal"]
+        for key in ("confidence", "ml_score", "price_prediction", "weights"):
+            assert signal[key] == pytest.approx(expected[key], rel=1e-4), key
+    no_news = app.post(SIGNAL, json={**body, "headlines": []}).json()
+    assert no_news["sentiment"]["confidence"] == 0.0
+    assert no_news["signals"][0]["weights"] == {"ml": 1.0, "sentiment": 0.0}
+
+
+def test_batched_scoring_matches_one_by_one(app, analyzer):
+    handle = serve.get_deployment_handle("SentimentScorer", "sentiment_api")
+
+    async def score_all():
+        return await asyncio.gather(*(handle.score.remote([t]) for t in TITLES))
+
+    batched = [rows[0] for rows in asyncio.run(score_all())]
+    for got, want in zip(batched, analyzer.analyze(TITLES), strict=True):
+        assert got["label"] == want["label"]
+        assert got["score"] == pytest.approx(want["score"], abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("headlines", "status", "fragment"),
+    [([""], 422, "headlines[0]: empty headline"),
+     (["ok", "x" * 1001], 422, "headlines[1]: headline of 1001 characters"),
+     (["ok"] * 201, 422, "200")],
+)
+def test_bad_headlines_are_422(app, windows, headlines, status, fragment):
+    resp = app.post(PREDICT, json={"symbol": "BTC/USDT", "sequences": windows,
+                                   "include_sentiment": True, "headlines": headlines})
+    assert resp.status_code == status
+    assert fragment in resp.text
