@@ -90,6 +90,8 @@ def log_fit(result: FitResult, settings: TrainSettings) -> None:
         }
     )
     mlflow.log_dict(meta, "data_metadata.json")
+    import matplotlib.pyplot as plt  # plot_* already selected the Agg backend
+
     test = result.splits["test"]
     for fig, name in (
         (plot_losses(result.history), "loss_curves.png"),
@@ -99,6 +101,7 @@ def log_fit(result: FitResult, settings: TrainSettings) -> None:
         ),
     ):
         mlflow.log_figure(fig, name)
+        plt.close(fig)
 
 
 def train_model(settings: TrainSettings) -> dict:

@@ -22,13 +22,16 @@ def tracking(tmp_path_factory):
 
     from training.tracking import setup_tracking
 
-    old = os.environ.get("MLFLOW_TRACKING_URI")
+    # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID too: restore both.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")}
     db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     uri = setup_tracking()
     yield uri
-    if old is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = old
-    mlflow.set_tracking_uri(old or "")
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"] or "")

@@ -17,7 +17,13 @@ pytestmark = pytest.mark.slow
 
 
 def mlflow_run(entry: str, params: dict, uri: str, experiment: str | None = None) -> str:
-    env = dict(os.environ, MLFLOW_TRACKING_URI=uri)
+    # A run or experiment chosen by an earlier test in this process must not leak into mlflow run.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+    }
+    env["MLFLOW_TRACKING_URI"] = uri
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     cmd = [
         str(Path(sys.executable).parent / "mlflow"),
