@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> None:
 
     uri = setup_tracking()
     version = ensure_model(args.model_name, args.days_back, args.epochs)
+    if args.with_sentiment:  # the scorer replica loads news_sentiment: train it first if missing
+        from sentiment.train import ensure_default_model
+
+        ensure_default_model()
 
     import ray
     from ray import serve

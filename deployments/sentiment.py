@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,8 +29,9 @@ class ScorerSettings(BaseModel):
 
     model_name: str = DEFAULT_MODEL_NAME
     model_version: str = Field("latest", description="'latest', a number or an alias")
-    news_file: str | None = Field(None, description="CSV/JSONL headlines; default "
-                                  "$MLTRADE_NEWS_FILE")
+    news_file: str | None = Field(
+        None, description="CSV/JSONL headlines; default $MLTRADE_NEWS_FILE"
+    )
     news_api_url: str = NewsApiConfig.url
     news_api_style: str = Field(NewsApiConfig.style, pattern="^(cryptopanic|newsapi)$")
     news_api_token_env: str = NewsApiConfig.token_env
@@ -38,15 +40,23 @@ class ScorerSettings(BaseModel):
     max_age_hours: float = Field(AggregateSettings.max_age_hours, gt=0)
     evidence_k: float = Field(AggregateSettings.evidence_k, ge=0)
     max_batch_size: int = Field(32, ge=1, le=256, description="Requests per forward pass")
-    batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
+    score_cache_size: int = Field(
+        4096, ge=0, description="Scored headlines remembered (news sources repeat them)"
+    )
+    batch_wait_timeout_s: float = Field(
+        0.0, ge=0, le=1, description="How long a batch waits to fill; 0 batches what queued"
+    )
 
     def news(self) -> NewsSettings:
         return NewsSettings(
             news_file=self.news_file,
-            api=NewsApiConfig(self.news_api_url, self.news_api_style, self.news_api_token_env,
-                              self.news_api_timeout_s),
-            aggregate=AggregateSettings(self.half_life_hours, self.max_age_hours,
-                                        self.evidence_k),
+            api=NewsApiConfig(
+                self.news_api_url,
+                self.news_api_style,
+                self.news_api_token_env,
+                self.news_api_timeout_s,
+            ),
+            aggregate=AggregateSettings(self.half_life_hours, self.max_age_hours, self.evidence_k),
         )
 
 
@@ -66,22 +76,26 @@ class SentimentScorer:
         self.settings: ScorerSettings | None = None
         self.analyzer: SentimentAnalyzer | None = None
         self.files = NewsFileCache()
+        self.cache: OrderedDict[str, dict] = OrderedDict()
         self.reconfigure(settings or {})
 
     def reconfigure(self, config: dict) -> None:
         """Apply a user_config; the model reloads only when its name or version changed."""
         new = ScorerSettings.model_validate(config or {})
         old = self.settings
-        if old is None or (old.model_name, old.model_version) != (new.model_name,
-                                                                   new.model_version):
+        if old is None or (old.model_name, old.model_version) != (
+            new.model_name,
+            new.model_version,
+        ):
             self.analyzer = SentimentAnalyzer.from_registry(new.model_name, new.model_version)
+            self.cache.clear()
             log.info("sentiment model %s on %s", self.analyzer.source, self.analyzer.device)
         self._score_batch.set_max_batch_size(new.max_batch_size)
         self._score_batch.set_batch_wait_timeout_s(new.batch_wait_timeout_s)
         self.settings = new
         self.news = new.news()
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _score_batch(self, text_lists: list[list[str]]) -> list[list[dict]]:
         flat = [text for texts in text_lists for text in texts]
         analyses = await asyncio.to_thread(self.analyzer.analyze, flat)
@@ -90,6 +104,19 @@ class SentimentScorer:
             out.append(analyses[start : start + len(texts)])
             start += len(texts)
         return out
+
+    async def _analyses(self, texts: list[str]) -> list[dict]:
+        """Scores of checked texts: cached ones from memory, the rest in one batched call."""
+        known = {t: self.cache[t] for t in texts if t in self.cache}
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            known.update(zip(missing, await self._score_batch(missing), strict=True))
+        for text in texts:  # no await from here on: other calls cannot interleave
+            self.cache[text] = known[text]
+            self.cache.move_to_end(text)
+        while len(self.cache) > self.settings.score_cache_size:
+            self.cache.popitem(last=False)
+        return [known[t] for t in texts]
 
     async def score(self, texts: list[str]) -> list[dict]:
         """Per text: label, score in [-1, 1], confidence, probabilities (batched across calls).
@@ -101,7 +128,7 @@ class SentimentScorer:
             raise NewsInputError(f"{len(texts)} texts; the limit is {MAX_HEADLINES} per call")
         # Checked here so one bad text fails its own call, not the whole batch.
         checked = [check_title(t, f"texts[{i}]") for i, t in enumerate(texts)]
-        return await self._score_batch(checked) if checked else []
+        return await self._analyses(checked) if checked else []
 
     async def aggregate(self, symbol: str, headlines: list | None = None) -> dict:
         """A symbol's sentiment now: score, confidence, n_headlines, source, as_of (+ note).
@@ -118,16 +145,22 @@ class SentimentScorer:
         found = await asyncio.to_thread(find_headlines, symbol, headlines, news, self.files)
         as_of = pd.Timestamp.now(tz="UTC")
         kept, ages = in_window(found.headlines, as_of, news.aggregate)
-        analyses = await self._score_batch([h.title for h in kept]) if kept else []
+        analyses = await self._analyses([h.title for h in kept]) if kept else []
         return report(found, analyses, ages, news.aggregate, as_of)
 
     async def health(self) -> dict:
         return {"model": self.analyzer.source, "device": str(self.analyzer.device)}
 
 
-def bind_scorer(tracking_uri: str | None = None, settings: dict | None = None,
-                num_cpus: float = 0.5, gpus_per_replica: float = 0.25, min_replicas: int = 1,
-                max_replicas: int = 2, target_ongoing_requests: float = 8) -> Application:
+def bind_scorer(
+    tracking_uri: str | None = None,
+    settings: dict | None = None,
+    num_cpus: float = 0.5,
+    gpus_per_replica: float = 0.25,
+    min_replicas: int = 1,
+    max_replicas: int = 2,
+    target_ongoing_requests: float = 8,
+) -> Application:
     """The scorer bound with resources decided now, at app build time: a GPU share only when
     the cluster reports GPUs, and its own autoscaling.
 
@@ -144,9 +177,11 @@ def bind_scorer(tracking_uri: str | None = None, settings: dict | None = None,
     gpus = gpus_per_replica if cluster_gpus() > 0 else 0.0
     return SentimentScorer.options(
         ray_actor_options={"num_cpus": num_cpus, "num_gpus": gpus},
-        autoscaling_config={"min_replicas": min_replicas,
-                            "initial_replicas": max(min_replicas, 1),
-                            "max_replicas": max(max_replicas, min_replicas, 1),
-                            "target_ongoing_requests": target_ongoing_requests},
+        autoscaling_config={
+            "min_replicas": min_replicas,
+            "initial_replicas": max(min_replicas, 1),
+            "max_replicas": max(max_replicas, min_replicas, 1),
+            "target_ongoing_requests": target_ongoing_requests,
+        },
         user_config=user_config,
     ).bind(tracking_uri)

@@ -41,7 +41,9 @@ class AggregateSettings:
 
 
 def aggregate_scores(
-    scores: np.ndarray, confidences: np.ndarray, ages_hours: np.ndarray,
+    scores: np.ndarray,
+    confidences: np.ndarray,
+    ages_hours: np.ndarray,
     settings: AggregateSettings,
 ) -> tuple[float, float, int]:
     """The formula on arrays of headlines already filtered to the window.
@@ -49,8 +51,9 @@ def aggregate_scores(
     Returns:
         (score, confidence, number of headlines).
     """
-    scores, confidences, ages = (np.asarray(a, dtype=np.float64)
-                                 for a in (scores, confidences, ages_hours))
+    scores, confidences, ages = (
+        np.asarray(a, dtype=np.float64) for a in (scores, confidences, ages_hours)
+    )
     if len(scores) == 0:
         return 0.0, 0.0, 0
     recency = 0.5 ** (ages / settings.half_life_hours)
@@ -71,17 +74,23 @@ def in_window(
 ) -> tuple[list[Headline], np.ndarray]:
     """The headlines published in [as_of - max_age_hours, as_of] and their ages in hours; later
     ones are dropped (no look-ahead), so only these need scoring."""
-    ages = np.array([
-        0.0 if h.published_at is None else (as_of - h.published_at).total_seconds() / 3600.0
-        for h in headlines
-    ])
+    ages = np.array(
+        [
+            0.0 if h.published_at is None else (as_of - h.published_at).total_seconds() / 3600.0
+            for h in headlines
+        ]
+    )
     keep = np.flatnonzero((ages >= 0) & (ages <= settings.max_age_hours))
     return [headlines[i] for i in keep], ages[keep]
 
 
 def summarize(
-    analyses: list[dict], ages_hours: np.ndarray, settings: AggregateSettings, source: str,
-    as_of: pd.Timestamp, n_offered: int,
+    analyses: list[dict],
+    ages_hours: np.ndarray,
+    settings: AggregateSettings,
+    source: str,
+    as_of: pd.Timestamp,
+    n_offered: int,
 ) -> dict:
     """The aggregate of scored in-window headlines, or the stated neutral answer.
 
@@ -97,8 +106,12 @@ def summarize(
         score, confidence, n_headlines, source, as_of, plus a note when nothing was usable.
     """
     if not analyses:
-        note = (f"no headlines in the {settings.max_age_hours:g}h before {as_of.isoformat()} "
-                f"({n_offered} outside that window)" if n_offered else "no headlines")
+        note = (
+            f"no headlines in the {settings.max_age_hours:g}h before {as_of.isoformat()} "
+            f"({n_offered} outside that window)"
+            if n_offered
+            else "no headlines"
+        )
         return {**neutral(source, note), "as_of": as_of.isoformat()}
     score, confidence, n = aggregate_scores(
         np.array([a["score"] for a in analyses]),
@@ -106,8 +119,13 @@ def summarize(
         ages_hours,
         settings,
     )
-    return {"score": score, "confidence": confidence, "n_headlines": n, "source": source,
-            "as_of": as_of.isoformat()}
+    return {
+        "score": score,
+        "confidence": confidence,
+        "n_headlines": n,
+        "source": source,
+        "as_of": as_of.isoformat(),
+    }
 
 
 def sentiment_series(

@@ -18,8 +18,16 @@ from sentiment.aggregate import AggregateSettings, sentiment_series
 from sentiment.hybrid import BUY, HOLD, SELL, HybridWeights, combine_signal
 from sentiment.model import SentimentAnalyzer
 
-SIGNAL_COLUMNS = ("predicted_return", "ml_score", "sentiment_score", "sentiment_confidence",
-                  "n_headlines", "combined_score", "confidence", "signal")
+SIGNAL_COLUMNS = (
+    "predicted_return",
+    "ml_score",
+    "sentiment_score",
+    "sentiment_confidence",
+    "n_headlines",
+    "combined_score",
+    "confidence",
+    "signal",
+)
 
 
 def bar_close_times(index: pd.DatetimeIndex, interval: str | None = None) -> pd.DatetimeIndex:
@@ -48,17 +56,22 @@ def score_headlines(headlines: pd.DataFrame, analyzer: SentimentAnalyzer | None)
         scores = headlines["score"].to_numpy(float), headlines["confidence"].to_numpy(float)
     elif "title" in headlines.columns:
         analyses = (analyzer or SentimentAnalyzer.from_default()).analyze(
-            headlines["title"].tolist())
-        scores = (np.array([a["score"] for a in analyses]),
-                  np.array([a["confidence"] for a in analyses]))
+            headlines["title"].tolist()
+        )
+        scores = (
+            np.array([a["score"] for a in analyses]),
+            np.array([a["confidence"] for a in analyses]),
+        )
     else:
         raise ValueError("headlines need a title column, or score and confidence columns")
-    return pd.DataFrame({"published_at": published.to_numpy(), "score": scores[0],
-                         "confidence": scores[1]})
+    return pd.DataFrame(
+        {"published_at": published.to_numpy(), "score": scores[0], "confidence": scores[1]}
+    )
 
 
-def hybrid_signals(forecast: dict[str, np.ndarray], sentiment: pd.DataFrame,
-                   weights: HybridWeights) -> pd.DataFrame:
+def hybrid_signals(
+    forecast: dict[str, np.ndarray], sentiment: pd.DataFrame, weights: HybridWeights
+) -> pd.DataFrame:
     """combine_signal for every bar; bars without a forecast get HOLD.
 
     Args:
@@ -67,17 +80,32 @@ def hybrid_signals(forecast: dict[str, np.ndarray], sentiment: pd.DataFrame,
         weights: the blend.
     """
     rows = []
-    for i, (r, lo, hi) in enumerate(zip(forecast["predicted_return"], forecast["lower_return"],
-                                        forecast["upper_return"], strict=True)):
+    for i, (r, lo, hi) in enumerate(
+        zip(
+            forecast["predicted_return"],
+            forecast["lower_return"],
+            forecast["upper_return"],
+            strict=True,
+        )
+    ):
         s = sentiment.iloc[i]
         if np.isnan(r):
             rows.append((r, np.nan, s["score"], s["confidence"], s["n_headlines"], 0.0, 0.0, HOLD))
             continue
         # Returns relative to a last close of 1: prediction 1 + r, interval 1 + lo .. 1 + hi.
-        out = combine_signal(r, 1.0 + lo, 1.0 + hi, 1.0 + r, s["score"], s["confidence"],
-                             weights)
-        rows.append((r, out["ml_score"], s["score"], s["confidence"], s["n_headlines"],
-                     out["combined_score"], out["confidence"], out["signal"]))
+        out = combine_signal(r, 1.0 + lo, 1.0 + hi, 1.0 + r, s["score"], s["confidence"], weights)
+        rows.append(
+            (
+                r,
+                out["ml_score"],
+                s["score"],
+                s["confidence"],
+                s["n_headlines"],
+                out["combined_score"],
+                out["confidence"],
+                out["signal"],
+            )
+        )
     return pd.DataFrame(rows, index=sentiment.index, columns=list(SIGNAL_COLUMNS))
 
 
@@ -115,11 +143,13 @@ class HybridBacktraderStrategy(MLBacktraderStrategy):
     def start(self) -> None:
         candles = self.candles()
         forecast = precompute_forecasts(self.load_model(), candles, self.p.history)
-        settings = AggregateSettings(self.p.half_life_hours, self.p.max_age_hours,
-                                     self.p.evidence_k)
+        settings = AggregateSettings(
+            self.p.half_life_hours, self.p.max_age_hours, self.p.evidence_k
+        )
         close = bar_close_times(candles.index, self.p.bar_interval or None)
-        scored = pd.DataFrame({"published_at": pd.to_datetime([], utc=True), "score": [],
-                               "confidence": []})
+        scored = pd.DataFrame(
+            {"published_at": pd.to_datetime([], utc=True), "score": [], "confidence": []}
+        )
         news = self.p.headlines
         if news is not None and "published_at" not in news.columns:
             raise ValueError("headlines need a published_at column (UTC times)")
@@ -130,11 +160,14 @@ class HybridBacktraderStrategy(MLBacktraderStrategy):
             news = news[(published >= close[0] - window) & (published < close[-1])]
             if len(news):
                 scored = score_headlines(news, self.p.analyzer)
-        sentiment = sentiment_series(close, pd.DatetimeIndex(scored["published_at"]),
-                                     scored["score"].to_numpy(float),
-                                     scored["confidence"].to_numpy(float), settings)
-        weights = HybridWeights(self.p.sentiment_weight, self.p.ml_weight,
-                                self.p.min_confidence)
+        sentiment = sentiment_series(
+            close,
+            pd.DatetimeIndex(scored["published_at"]),
+            scored["score"].to_numpy(float),
+            scored["confidence"].to_numpy(float),
+            settings,
+        )
+        weights = HybridWeights(self.p.sentiment_weight, self.p.ml_weight, self.p.min_confidence)
         self.signals = hybrid_signals(forecast, sentiment, weights)
         self.signal_codes = self.signals["signal"].to_numpy()
         self.signal_confidence = self.signals["confidence"].to_numpy()

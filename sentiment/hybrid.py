@@ -64,8 +64,9 @@ def ml_score(predicted_return: float, lower: float, upper: float, prediction: fl
         prediction: forecast next close (last_close = prediction / (1 + predicted_return)).
     """
     r = _finite("predicted_return", predicted_return)
-    lo, hi, pred = (_finite(n, v) for n, v in (("lower", lower), ("upper", upper),
-                                                ("prediction", prediction)))
+    lo, hi, pred = (
+        _finite(n, v) for n, v in (("lower", lower), ("upper", upper), ("prediction", prediction))
+    )
     if r <= -1 or pred <= 0:
         raise ValueError(f"prediction {pred} and predicted_return {r} imply no positive last close")
     if hi <= lo:

@@ -53,8 +53,9 @@ class MeanPoolClassifier(nn.Module):
         self.head = nn.Linear(encoder.config.hidden_size, num_labels)
 
     def forward(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state  # [B, L, H]
+        hidden = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+        ).last_hidden_state  # [B, L, H]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # [B, L, 1]
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)  # [B, H]
         return self.head(self.dropout(pooled))  # [B, C]
@@ -63,15 +64,20 @@ class MeanPoolClassifier(nn.Module):
     def from_encoder(cls, path: str | Path, dropout: float | None = None) -> MeanPoolClassifier:
         """A new head on a pretrained encoder directory (offline); `dropout` replaces the
         encoder's and the head's dropout rates (None keeps the encoder's config)."""
-        rates = {} if dropout is None else {"hidden_dropout_prob": dropout,
-                                            "attention_probs_dropout_prob": dropout}
+        rates = (
+            {}
+            if dropout is None
+            else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+        )
         encoder = AutoModel.from_pretrained(path, local_files_only=True, **rates)
         return cls(encoder, dropout=0.1 if dropout is None else dropout)
 
     def save(self, directory: Path) -> None:
         self.encoder.save_pretrained(directory)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
-                  directory / HEAD_FILE)
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
+            directory / HEAD_FILE,
+        )
 
     @classmethod
     def load(cls, directory: Path) -> MeanPoolClassifier:
@@ -107,13 +113,23 @@ class SentimentAnalyzer:
         source: where the model came from (reported in results).
     """
 
-    def __init__(self, model, tokenizer, labels: list[str] | None = None, max_length: int = 64,
-                 batch_size: int = 64, source: str = "") -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        labels: list[str] | None = None,
+        max_length: int = 64,
+        batch_size: int = 64,
+        source: str = "",
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         if labels is None:
-            labels = (list(LABELS) if isinstance(model, MeanPoolClassifier) else
-                      [model.config.id2label[i] for i in range(model.config.num_labels)])
+            labels = (
+                list(LABELS)
+                if isinstance(model, MeanPoolClassifier)
+                else [model.config.id2label[i] for i in range(model.config.num_labels)]
+            )
         self.labels = list(labels)
         self.order = _label_order(self.labels)
         self.max_length = int(max_length)
@@ -139,12 +155,21 @@ class SentimentAnalyzer:
             model = MeanPoolClassifier.load(path)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
-        return cls(model.to(_device(device)), tokenizer, settings.get("labels"),
-                   settings.get("max_length", 64), source=str(path))
+        return cls(
+            model.to(_device(device)),
+            tokenizer,
+            settings.get("labels"),
+            settings.get("max_length", 64),
+            source=str(path),
+        )
 
     @classmethod
-    def from_registry(cls, name: str = DEFAULT_MODEL_NAME, version: str | int = "latest",
-                      device: str | None = None) -> SentimentAnalyzer:
+    def from_registry(
+        cls,
+        name: str = DEFAULT_MODEL_NAME,
+        version: str | int = "latest",
+        device: str | None = None,
+    ) -> SentimentAnalyzer:
         """Load a registered version ('latest', a number or an alias) from the MLflow registry
         the current tracking URI points at."""
         import mlflow
@@ -168,27 +193,30 @@ class SentimentAnalyzer:
         except ModelNotFoundError as exc:
             raise SentimentModelError(
                 f"no {DEFAULT_MODEL_NAME!r} model in the registry ({exc}); train and register it "
-                "with `python -m sentiment.train` (about 5 minutes on 2 CPU cores) or "
+                "with `python -m sentiment.train` (about 2 minutes on 2 CPU cores) or "
                 "`mlflow run . -e train_sentiment --env-manager local`"
             ) from None
 
     @classmethod
-    def from_hub(cls, model_id: str, device: str | None = None,
-                 max_length: int = 128) -> SentimentAnalyzer:
+    def from_hub(
+        cls, model_id: str, device: str | None = None, max_length: int = 128
+    ) -> SentimentAnalyzer:
         """Load a hub model such as `ProsusAI/finbert` (needs network access to the hub, or a
         copy in the local hub cache; HF_HUB_OFFLINE=1 allows only the cache)."""
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
         try:
             tokenizer = AutoTokenizer.from_pretrained(model_id, local_files_only=offline)
             model = AutoModelForSequenceClassification.from_pretrained(
-                model_id, local_files_only=offline)
+                model_id, local_files_only=offline
+            )
         except OSError as exc:
             raise SentimentModelError(
                 f"cannot load {model_id!r} from the hub or its local cache ({exc}); without "
                 "network use SentimentAnalyzer.from_default() (the project's trained model)"
             ) from None
-        return cls(model.to(_device(device)), tokenizer, max_length=max_length,
-                   source=f"hub:{model_id}")
+        return cls(
+            model.to(_device(device)), tokenizer, max_length=max_length, source=f"hub:{model_id}"
+        )
 
     def save(self, directory: str | Path) -> Path:
         """Write weights (safetensors), tokenizer and settings; `from_directory` reads them."""
@@ -209,14 +237,22 @@ class SentimentAnalyzer:
         if not cleaned:
             return np.zeros((0, 3))
         self.model.eval()
+        by_length = np.argsort([len(t) for t in cleaned], kind="stable")  # less padding
         out = []
         with torch.inference_mode():
             for i in range(0, len(cleaned), self.batch_size):
-                enc = self.tokenizer(cleaned[i : i + self.batch_size], truncation=True,
-                                     max_length=self.max_length, padding=True,
-                                     return_tensors="pt").to(self.device)
+                batch = [cleaned[j] for j in by_length[i : i + self.batch_size]]
+                enc = self.tokenizer(
+                    batch,
+                    truncation=True,
+                    max_length=self.max_length,
+                    padding=True,
+                    return_tensors="pt",
+                ).to(self.device)
                 out.append(torch.softmax(logits_of(self.model, enc).float(), dim=-1).cpu())
-        return torch.cat(out).numpy()[:, self.order].astype(np.float64)
+        probs = np.empty((len(cleaned), 3))
+        probs[by_length] = torch.cat(out).numpy()[:, self.order]
+        return probs
 
     def analyze(self, texts: list[str]) -> list[dict]:
         """Per text: label, score in [-1, 1] (P(pos) - P(neg)), confidence (max probability)

@@ -92,8 +92,13 @@ def parse_headlines(items, source: str = "request") -> list[Headline]:
         if isinstance(item, Headline):
             out.append(item)
         elif isinstance(item, dict):
-            out.append(Headline(check_title(item.get("title"), where),
-                                parse_time(item.get("published_at"), where), source))
+            out.append(
+                Headline(
+                    check_title(item.get("title"), where),
+                    parse_time(item.get("published_at"), where),
+                    source,
+                )
+            )
         else:
             out.append(Headline(check_title(item, where), None, source))
     return out
@@ -156,8 +161,9 @@ def read_news_file(path: str | Path) -> dict[str, list[Headline]]:
         published = parse_time(row.get("published_at"), where)
         if published is None:
             raise NewsInputError(f"{where}: missing published_at")
-        headline = Headline(check_title(row.get("title"), where), published,
-                            str(row.get("source") or path.name))
+        headline = Headline(
+            check_title(row.get("title"), where), published, str(row.get("source") or path.name)
+        )
         by_asset.setdefault(base_asset(symbol), []).append(headline)
     for headlines in by_asset.values():
         headlines.sort(key=lambda h: h.published_at)
@@ -197,8 +203,11 @@ def fetch_api_headlines(symbol: str, config: NewsApiConfig) -> list[Headline]:
     if token is None:
         raise NewsSourceError(f"news API not configured: set {config.token_env}")
     asset = base_asset(symbol)
-    query = ({"auth_token": token, "currencies": asset, "public": "true"}
-             if config.style == "cryptopanic" else {"apiKey": token, "q": asset})
+    query = (
+        {"auth_token": token, "currencies": asset, "public": "true"}
+        if config.style == "cryptopanic"
+        else {"apiKey": token, "q": asset}
+    )
     url = f"{config.url}?{urllib.parse.urlencode(query)}"
     safe_url = config.url  # never echo the token
     try:
@@ -213,8 +222,11 @@ def fetch_api_headlines(symbol: str, config: NewsApiConfig) -> list[Headline]:
         ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise NewsSourceError(f"news API {safe_url} sent a body that is not JSON: {exc}") from None
-    key, time_key = ("results", "published_at") if config.style == "cryptopanic" else (
-        "articles", "publishedAt")
+    key, time_key = (
+        ("results", "published_at")
+        if config.style == "cryptopanic"
+        else ("articles", "publishedAt")
+    )
     items = body.get(key) if isinstance(body, dict) else None
     if not isinstance(items, list):
         raise NewsSourceError(f"news API {safe_url} response has no {key!r} list")
@@ -222,8 +234,13 @@ def fetch_api_headlines(symbol: str, config: NewsApiConfig) -> list[Headline]:
     for i, item in enumerate(items[:MAX_HEADLINES]):
         where = f"news API {key}[{i}]"
         try:
-            out.append(Headline(check_title(item.get("title"), where),
-                                parse_time(item.get(time_key), where), f"api:{config.style}"))
+            out.append(
+                Headline(
+                    check_title(item.get("title"), where),
+                    parse_time(item.get(time_key), where),
+                    f"api:{config.style}",
+                )
+            )
         except (NewsInputError, AttributeError) as exc:
             raise NewsSourceError(f"news API {safe_url}: {exc}") from None
     return out

@@ -22,8 +22,13 @@ class SentimentModel(PythonModel):
             model_input = model_input["text"].tolist()
         rows = self.analyzer.analyze(list(model_input))
         return pd.DataFrame(
-            [{**{k: r[k] for k in ("label", "score", "confidence")},
-              **{f"p_{k}": v for k, v in r["probabilities"].items()}} for r in rows]
+            [
+                {
+                    **{k: r[k] for k in ("label", "score", "confidence")},
+                    **{f"p_{k}": v for k, v in r["probabilities"].items()},
+                }
+                for r in rows
+            ]
         )
 
 

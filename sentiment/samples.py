@@ -66,8 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m sentiment.samples", description=__doc__)
     p.add_argument("--shared", type=Path, default=PROJECT_ROOT.parent / "shared" / "data")
     args = p.parse_args(argv)
-    for frame, path in ((build_headlines(args.shared), HEADLINES_FILE),
-                        (build_news(args.shared), NEWS_FILE)):
+    for frame, path in (
+        (build_headlines(args.shared), HEADLINES_FILE),
+        (build_news(args.shared), NEWS_FILE),
+    ):
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(path, index=False, compression={"method": "gzip", "mtime": 0})
         print(f"{path.relative_to(PROJECT_ROOT)}: {len(frame)} rows")

@@ -72,8 +72,7 @@ class NewsFileCache:
         return self._by_asset
 
 
-def find_headlines(symbol: str, headlines, settings: NewsSettings,
-                   files: NewsFileCache) -> Found:
+def find_headlines(symbol: str, headlines, settings: NewsSettings, files: NewsFileCache) -> Found:
     """Headlines for `symbol` from the request, the API, the file, or none (module order).
 
     Raises:
@@ -91,12 +90,18 @@ def find_headlines(symbol: str, headlines, settings: NewsSettings,
     if path:
         found = files.get(path).get(base_asset(symbol), [])
         return Found(found, f"file:{Path(path).name}", note)
-    return Found([], "none", note or f"no headlines given and no news source configured for "
-                 f"{symbol} (set {NEWS_FILE_ENV} or the news API token)")
+    return Found(
+        [],
+        "none",
+        note
+        or f"no headlines given and no news source configured for "
+        f"{symbol} (set {NEWS_FILE_ENV} or the news API token)",
+    )
 
 
-def report(found: Found, analyses: list[dict], ages_hours, settings: AggregateSettings,
-           as_of: pd.Timestamp) -> dict:
+def report(
+    found: Found, analyses: list[dict], ages_hours, settings: AggregateSettings, as_of: pd.Timestamp
+) -> dict:
     """The aggregate of the scored in-window headlines, with the source's note appended."""
     out = summarize(analyses, ages_hours, settings, found.source, as_of, len(found.headlines))
     if found.note:
@@ -104,8 +109,9 @@ def report(found: Found, analyses: list[dict], ages_hours, settings: AggregateSe
     return out
 
 
-def symbol_sentiment(found: Found, analyze, settings: AggregateSettings,
-                     as_of: pd.Timestamp | None = None) -> dict:
+def symbol_sentiment(
+    found: Found, analyze, settings: AggregateSettings, as_of: pd.Timestamp | None = None
+) -> dict:
     """Score the in-window headlines with `analyze` and aggregate them.
 
     Args:

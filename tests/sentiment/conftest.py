@@ -58,6 +58,12 @@ def forecaster_name(store):
     from training.train import TrainSettings, train_model
 
     name = "tiny_price_forecast"
-    train_model(TrainSettings(days_back=60, model_name=name, experiment_name="sentiment_tests",
-                              overrides={"epochs": 1, "sequence_length": 32, "hidden_size": 16}))
+    train_model(
+        TrainSettings(
+            days_back=60,
+            model_name=name,
+            experiment_name="sentiment_tests",
+            overrides={"epochs": 1, "sequence_length": 32, "hidden_size": 16},
+        )
+    )
     return name

@@ -65,14 +65,16 @@ def test_series_uses_only_headlines_published_before_each_close():
     assert tuple(series.iloc[2]) == pytest.approx(expected)
     # a later headline changes nothing at or before its publication
     later = published.append(pd.DatetimeIndex(["2024-01-01T11:00Z"]))
-    series2 = sentiment_series(close, later, np.append(scores, 1.0), np.append(confidences, 1.0),
-                               SETTINGS)
+    series2 = sentiment_series(
+        close, later, np.append(scores, 1.0), np.append(confidences, 1.0), SETTINGS
+    )
     pd.testing.assert_frame_equal(series.iloc[:2], series2.iloc[:2])
     assert series2.iloc[2]["n_headlines"] == 3
 
 
-@pytest.mark.parametrize("kwargs", [{"half_life_hours": 0}, {"max_age_hours": -1},
-                                    {"evidence_k": -0.5}])
+@pytest.mark.parametrize(
+    "kwargs", [{"half_life_hours": 0}, {"max_age_hours": -1}, {"evidence_k": -0.5}]
+)
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
         AggregateSettings(**kwargs)

@@ -22,8 +22,11 @@ from training.data import load_data
 from training.registry import load_forecaster
 
 PREDICT, SIGNAL = "/api/v1/ml/predict", "/api/v1/ml/signal"
-TITLES = ["Bitcoin ETF approved by the SEC", "Exchange hacked, withdrawals halted",
-          "Bitcoin trades flat ahead of the Fed"]
+TITLES = [
+    "Bitcoin ETF approved by the SEC",
+    "Exchange hacked, withdrawals halted",
+    "Bitcoin trades flat ahead of the Fed",
+]
 
 
 def _free_port() -> int:
@@ -36,15 +39,24 @@ def _free_port() -> int:
 def app(store, trained, forecaster_name, tmp_path_factory):
     news = tmp_path_factory.mktemp("news") / "news.csv"
     fresh = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=1)).isoformat()
-    news.write_text(f"published_at,symbol,title\n{fresh},ETH/USDT,Ether rallies on upgrade\n"
-                    "2021-01-01T00:00:00Z,DOGE/USDT,An old dog headline\n")
+    news.write_text(
+        f"published_at,symbol,title\n{fresh},ETH/USDT,Ether rallies on upgrade\n"
+        "2021-01-01T00:00:00Z,DOGE/USDT,An old dog headline\n"
+    )
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = _free_port()
     try:
         serve_start(http_options={"host": "127.0.0.1", "port": port})
-        args = AppArgs(model_name=forecaster_name, tracking_uri=store, with_sentiment=True,
-                       model_num_cpus=0.25, ingress_num_cpus=0.1, sentiment_num_cpus=0.5,
-                       max_replicas=1, sentiment_settings={"news_file": str(news)})
+        args = AppArgs(
+            model_name=forecaster_name,
+            tracking_uri=store,
+            with_sentiment=True,
+            model_num_cpus=0.25,
+            ingress_num_cpus=0.1,
+            sentiment_num_cpus=0.5,
+            max_replicas=1,
+            sentiment_settings={"news_file": str(news)},
+        )
         serve.run(build_app(args), name="sentiment_api", route_prefix="/")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
             yield http
@@ -63,13 +75,21 @@ def windows(forecaster_name):
 
 def _expected_sentiment(analyzer, titles):
     rows = analyzer.analyze(titles)  # undated headlines count as published now: age 0
-    return aggregate_scores([r["score"] for r in rows], [r["confidence"] for r in rows],
-                            [0.0] * len(rows), AggregateSettings())
+    return aggregate_scores(
+        [r["score"] for r in rows],
+        [r["confidence"] for r in rows],
+        [0.0] * len(rows),
+        AggregateSettings(),
+    )
 
 
 def test_predict_with_sentiment_adds_the_aggregate(app, analyzer, windows):
-    body = {"symbol": "BTC/USDT", "sequences": windows, "include_sentiment": True,
-            "headlines": TITLES[:2] + [{"title": TITLES[2], "published_at": None}]}
+    body = {
+        "symbol": "BTC/USDT",
+        "sequences": windows,
+        "include_sentiment": True,
+        "headlines": TITLES[:2] + [{"title": TITLES[2], "published_at": None}],
+    }
     resp = app.post(PREDICT, json=body)
     assert resp.status_code == 200, resp.text
     sentiment = resp.json()["sentiment"]
@@ -81,19 +101,20 @@ def test_predict_with_sentiment_adds_the_aggregate(app, analyzer, windows):
 
 
 def test_news_file_and_no_news(app, windows):
-    eth = app.post(PREDICT, json={"symbol": "ETH/USDT", "sequences": windows,
-                                  "include_sentiment": True}).json()["sentiment"]
+    eth = app.post(
+        PREDICT, json={"symbol": "ETH/USDT", "sequences": windows, "include_sentiment": True}
+    ).json()["sentiment"]
     assert eth["n_headlines"] == 1 and eth["source"] == "file:news.csv" and eth["confidence"] > 0
     for symbol, note in (("BTC/USDT", "no headlines"), ("DOGE/USDT", "1 outside that window")):
-        none = app.post(PREDICT, json={"symbol": symbol, "sequences": windows,
-                                       "include_sentiment": True}).json()["sentiment"]
+        none = app.post(
+            PREDICT, json={"symbol": symbol, "sequences": windows, "include_sentiment": True}
+        ).json()["sentiment"]
         assert (none["score"], none["confidence"], none["n_headlines"]) == (0.0, 0.0, 0)
         assert note in none["note"]
 
 
 def test_signal_is_combine_signal_of_forecast_and_sentiment(app, windows, forecaster_name):
-    body = {"symbol": "BTC/USDT", "sequences": windows, "headlines": TITLES,
-            "min_confidence": 0.0}
+    body = {"symbol": "BTC/USDT", "sequences": windows, "headlines": TITLES, "min_confidence": 0.0}
     resp = app.post(SIGNAL, json=body)
     assert resp.status_code == 200, resp.text
     out = resp.json()
@@ -102,9 +123,15 @@ def test_signal_is_combine_signal_of_forecast_and_sentiment(app, windows, foreca
     sentiment = out["sentiment"]
     assert sentiment["n_headlines"] == 3
     for row, signal in zip(forecast.itertuples(), out["signals"], strict=True):
-        expected = combine_signal(row.predicted_return, row.lower, row.upper, row.prediction,
-                                  sentiment["score"], sentiment["confidence"],
-                                  HybridWeights(min_confidence=0.0))
+        expected = combine_signal(
+            row.predicted_return,
+            row.lower,
+            row.upper,
+            row.prediction,
+            sentiment["score"],
+            sentiment["confidence"],
+            HybridWeights(min_confidence=0.0),
+        )
         assert signal["signal"] == expected["signal"]
         for key in ("confidence", "ml_score", "price_prediction", "weights"):
             assert signal[key] == pytest.approx(expected[key], rel=1e-4), key
@@ -115,24 +142,41 @@ def test_signal_is_combine_signal_of_forecast_and_sentiment(app, windows, foreca
 
 def test_batched_scoring_matches_one_by_one(app, analyzer):
     handle = serve.get_deployment_handle("SentimentScorer", "sentiment_api")
+    fresh = [
+        "Miner revenue hits a record",
+        "Regulator sues a large exchange",
+        "Stablecoin briefly loses its peg",
+        "Ether fees fall to a yearly low",
+    ]
 
-    async def score_all():
-        return await asyncio.gather(*(handle.score.remote([t]) for t in TITLES))
+    async def score_all():  # concurrent calls: batched into shared forward passes
+        return await asyncio.gather(*(handle.score.remote([t]) for t in fresh))
 
     batched = [rows[0] for rows in asyncio.run(score_all())]
-    for got, want in zip(batched, analyzer.analyze(TITLES), strict=True):
-        assert got["label"] == want["label"]
+    again = handle.score.remote(fresh[::-1]).result()[::-1]  # now from the score cache
+    for got, cached, want in zip(batched, again, analyzer.analyze(fresh), strict=True):
+        assert got["label"] == want["label"] == cached["label"]
         assert got["score"] == pytest.approx(want["score"], abs=1e-5)
+        assert cached["score"] == got["score"]
 
 
 @pytest.mark.parametrize(
     ("headlines", "status", "fragment"),
-    [([""], 422, "headlines[0]: empty headline"),
-     (["ok", "x" * 1001], 422, "headlines[1]: headline of 1001 characters"),
-     (["ok"] * 201, 422, "200")],
+    [
+        ([""], 422, "headlines[0]: empty headline"),
+        (["ok", "x" * 1001], 422, "headlines[1]: headline of 1001 characters"),
+        (["ok"] * 201, 422, "200"),
+    ],
 )
 def test_bad_headlines_are_422(app, windows, headlines, status, fragment):
-    resp = app.post(PREDICT, json={"symbol": "BTC/USDT", "sequences": windows,
-                                   "include_sentiment": True, "headlines": headlines})
+    resp = app.post(
+        PREDICT,
+        json={
+            "symbol": "BTC/USDT",
+            "sequences": windows,
+            "include_sentiment": True,
+            "headlines": headlines,
+        },
+    )
     assert resp.status_code == status
     assert fragment in resp.text

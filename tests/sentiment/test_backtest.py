@@ -20,9 +20,17 @@ def candles():
 
 def _run(candles, forecaster_name, headlines, **params):
     return BacktraderEngine().run_backtest(
-        candles, HybridBacktraderStrategy,
-        {"model_name": forecaster_name, "headlines": headlines, "sentiment_weight": 0.9,
-         "ml_weight": 0.1, "min_confidence": 0.5, **params})
+        candles,
+        HybridBacktraderStrategy,
+        {
+            "model_name": forecaster_name,
+            "headlines": headlines,
+            "sentiment_weight": 0.9,
+            "ml_weight": 0.1,
+            "min_confidence": 0.5,
+            **params,
+        },
+    )
 
 
 def test_bar_close_times():
@@ -34,20 +42,25 @@ def test_bar_close_times():
 def test_headlines_count_only_after_they_are_published(candles, forecaster_name, analyzer):
     k = 120
     close_k = candles.index[k] + pd.Timedelta(hours=1)  # bar k closes here
-    background = pd.DataFrame({
-        "published_at": [candles.index[10], candles.index[60]],
-        "title": ["Bitcoin miners sell reserves", "Crypto exchange reports record volumes"],
-    })
-    burst = pd.DataFrame({"published_at": [close_k] * 20, **{c: [v] * 20 for c, v in
-                                                              BULLISH.items()}})
+    background = pd.DataFrame(
+        {
+            "published_at": [candles.index[10], candles.index[60]],
+            "title": ["Bitcoin miners sell reserves", "Crypto exchange reports record volumes"],
+        }
+    )
+    burst = pd.DataFrame(
+        {"published_at": [close_k] * 20, **{c: [v] * 20 for c, v in BULLISH.items()}}
+    )
     rows = analyzer.analyze(background["title"].tolist())
     scored_background = background.drop(columns="title").assign(
-        score=[r["score"] for r in rows], confidence=[r["confidence"] for r in rows])
+        score=[r["score"] for r in rows], confidence=[r["confidence"] for r in rows]
+    )
     base = _run(candles, forecaster_name, scored_background)
     with_burst = _run(candles, forecaster_name, pd.concat([scored_background, burst]))
     # published exactly at bar k's close: first seen by bar k + 1, filled at bar k + 2's open
-    pd.testing.assert_frame_equal(base.equity_curve.iloc[: k + 2],
-                                  with_burst.equity_curve.iloc[: k + 2])
+    pd.testing.assert_frame_equal(
+        base.equity_curve.iloc[: k + 2], with_burst.equity_curve.iloc[: k + 2]
+    )
     assert with_burst.equity_curve["position"].iloc[k + 2] > 0
     # titles are scored with the given analyzer: same run as the pre-scored headlines
     titled = _run(candles, forecaster_name, background, analyzer=analyzer)

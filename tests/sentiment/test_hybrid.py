@@ -28,8 +28,11 @@ def test_weak_forecast_with_half_sure_positive_news_holds():
     assert out["signal"] == "HOLD"  # 0.553 < min_confidence 0.6
     assert out["ml_score"] == pytest.approx(0.5)
     assert out["price_prediction"] == 101.0 and out["predicted_return"] == 0.01
-    assert out["configured_weights"] == {"sentiment_weight": 0.3, "ml_weight": 0.7,
-                                         "min_confidence": 0.6}
+    assert out["configured_weights"] == {
+        "sentiment_weight": 0.3,
+        "ml_weight": 0.7,
+        "min_confidence": 0.6,
+    }
 
 
 def test_confident_forecast_against_sure_negative_news():

@@ -17,16 +17,24 @@ from sentiment.train import (
     split_headlines,
 )
 
-TEXTS = ["Bitcoin ETF approved by the SEC", "Company misses earnings, shares plunge",
-         "Fed holds rates steady https://t.co/abc"]
+TEXTS = [
+    "Bitcoin ETF approved by the SEC",
+    "Company misses earnings, shares plunge",
+    "Fed holds rates steady https://t.co/abc",
+]
 
 
 def test_training_logs_metrics_and_registers(trained):
     assert trained["version"] == "1"
     run = mlflow.get_run(trained["run_id"])
     metrics = run.data.metrics
-    for key in ("test_accuracy", "test_macro_f1", "test_f1_negative", "train_loss",
-                "train_seconds"):
+    for key in (
+        "test_accuracy",
+        "test_macro_f1",
+        "test_f1_negative",
+        "train_loss",
+        "train_seconds",
+    ):
         assert key in metrics, key
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_n"] == 32
     assert run.data.params["n_train"] == "128" and run.data.params["max_length"] == "32"
@@ -71,8 +79,14 @@ def test_directory_round_trip(analyzer, tmp_path):
 
 def test_registered_pyfunc_predicts_like_the_analyzer(trained, analyzer):
     frame = mlflow.pyfunc.load_model("models:/news_sentiment/1").predict(TEXTS)
-    assert list(frame.columns) == ["label", "score", "confidence", "p_negative", "p_positive",
-                                   "p_neutral"]
+    assert list(frame.columns) == [
+        "label",
+        "score",
+        "confidence",
+        "p_negative",
+        "p_positive",
+        "p_neutral",
+    ]
     want = analyzer.analyze(TEXTS)
     assert frame["label"].tolist() == [r["label"] for r in want]
     assert np.allclose(frame["score"], [r["score"] for r in want], atol=1e-6)
@@ -88,8 +102,11 @@ def test_default_and_registry_versions(trained, analyzer):
 
 @pytest.mark.parametrize(
     ("texts", "message"),
-    [([""], r"texts\[0\]: empty"), (["ok", "x" * (MAX_TEXT_CHARS + 1)], r"texts\[1\]"),
-     ([None], r"texts\[0\]: a headline must be a string")],
+    [
+        ([""], r"texts\[0\]: empty"),
+        (["ok", "x" * (MAX_TEXT_CHARS + 1)], r"texts\[1\]"),
+        ([None], r"texts\[0\]: a headline must be a string"),
+    ],
 )
 def test_bad_texts_are_named(analyzer, texts, message):
     with pytest.raises(NewsInputError, match=message):

@@ -42,9 +42,12 @@ class _Stub(BaseHTTPRequestHandler):
         if path == "/slow":
             time.sleep(3)
         if path == "/cp":
-            body = {"results": [{"title": "Bitcoin ETF approved", "published_at":
-                                 "2024-03-01T10:00:00Z"}, {"title": "BTC slides", "published_at":
-                                                           "2024-03-01T09:00:00Z"}]}
+            body = {
+                "results": [
+                    {"title": "Bitcoin ETF approved", "published_at": "2024-03-01T10:00:00Z"},
+                    {"title": "BTC slides", "published_at": "2024-03-01T09:00:00Z"},
+                ]
+            }
         elif path == "/na":
             body = {"articles": [{"title": "Ether rallies", "publishedAt": "2024-03-01T08:00:00Z"}]}
         elif path == "/500":
@@ -86,12 +89,17 @@ def _api(url: str, style: str = "cryptopanic", timeout_s: float = 2.0) -> NewsAp
 
 def test_base_asset():
     assert [base_asset(s) for s in ("BTC/USDT", "ethusdt", "DOGE", "ADAUSD")] == [
-        "BTC", "ETH", "DOGE", "ADA"]
+        "BTC",
+        "ETH",
+        "DOGE",
+        "ADA",
+    ]
 
 
 def test_request_headlines_strings_and_dicts():
-    out = parse_headlines(["  Bitcoin ETF approved ", {"title": "ETH slides",
-                                                       "published_at": "2024-03-01T10:00:00"}])
+    out = parse_headlines(
+        ["  Bitcoin ETF approved ", {"title": "ETH slides", "published_at": "2024-03-01T10:00:00"}]
+    )
     assert out[0].title == "Bitcoin ETF approved" and out[0].published_at is None
     assert out[1].published_at == pd.Timestamp("2024-03-01T10:00Z")  # naive is UTC
 
@@ -123,12 +131,16 @@ def test_bundled_news_sample_loads_per_symbol():
 def test_csv_and_jsonl_files(tmp_path):
     csv_path = tmp_path / "news.csv.gz"
     with gzip.open(csv_path, "wt") as fh:
-        fh.write("published_at,symbol,title\n2024-03-01T10:00:00Z,BTC/USDT,Bitcoin up\n"
-                 "2024-03-01T09:00:00Z,ETHUSDT,Ether down\n")
+        fh.write(
+            "published_at,symbol,title\n2024-03-01T10:00:00Z,BTC/USDT,Bitcoin up\n"
+            "2024-03-01T09:00:00Z,ETHUSDT,Ether down\n"
+        )
     jsonl = tmp_path / "news.jsonl"
-    jsonl.write_text('{"published_at": "2024-03-01T10:00:00Z", "symbol": "BTC", "title": "a"}\n'
-                     "\n"
-                     '{"published_at": "2024-03-01T08:00:00Z", "symbol": "BTC", "title": "b"}\n')
+    jsonl.write_text(
+        '{"published_at": "2024-03-01T10:00:00Z", "symbol": "BTC", "title": "a"}\n'
+        "\n"
+        '{"published_at": "2024-03-01T08:00:00Z", "symbol": "BTC", "title": "b"}\n'
+    )
     assert [h.title for h in read_news_file(csv_path)["ETH"]] == ["Ether down"]
     assert [h.title for h in read_news_file(jsonl)["BTC"]] == ["b", "a"]  # sorted by time
 
@@ -136,12 +148,21 @@ def test_csv_and_jsonl_files(tmp_path):
 @pytest.mark.parametrize(
     ("name", "text", "message"),
     [
-        ("bad.jsonl", '{"published_at": "2024-03-01", "symbol": "BTC", "title": "a"}\n{oops\n',
-         r"bad.jsonl:2: invalid JSON"),
-        ("bad.csv", "published_at,symbol,title\n2024-03-01,BTC,a\n2024-03-02,BTC\n",
-         r"bad.csv:3: expected 3 fields"),
-        ("bad.csv", "published_at,symbol,title\n2024-03-01,BTC,a\nnot-a-date,BTC,b\n",
-         r"bad.csv:3: unreadable published_at"),
+        (
+            "bad.jsonl",
+            '{"published_at": "2024-03-01", "symbol": "BTC", "title": "a"}\n{oops\n',
+            r"bad.jsonl:2: invalid JSON",
+        ),
+        (
+            "bad.csv",
+            "published_at,symbol,title\n2024-03-01,BTC,a\n2024-03-02,BTC\n",
+            r"bad.csv:3: expected 3 fields",
+        ),
+        (
+            "bad.csv",
+            "published_at,symbol,title\n2024-03-01,BTC,a\nnot-a-date,BTC,b\n",
+            r"bad.csv:3: unreadable published_at",
+        ),
         ("bad.csv", "published_at,symbol,title\n2024-03-01,BTC,\n", r"bad.csv:2: empty headline"),
         ("bad.csv", "when,symbol,title\n", r"bad.csv:1: header lacks columns \['published_at'\]"),
     ],
@@ -159,8 +180,12 @@ def test_cryptopanic_style_api(stub, token):
     assert [h.title for h in out] == ["Bitcoin ETF approved", "BTC slides"]
     assert out[0].published_at == pd.Timestamp("2024-03-01T10:00Z")
     assert out[0].source == "api:cryptopanic"
-    assert _Stub.seen[-1] == {"path": "/cp", "auth_token": "secret-token", "currencies": "BTC",
-                              "public": "true"}
+    assert _Stub.seen[-1] == {
+        "path": "/cp",
+        "auth_token": "secret-token",
+        "currencies": "BTC",
+        "public": "true",
+    }
 
 
 def test_newsapi_style_api(stub, token):
@@ -199,8 +224,7 @@ def test_api_without_token_is_not_called(stub, monkeypatch):
     with pytest.raises(NewsSourceError, match=f"set {TOKEN_ENV}"):
         fetch_api_headlines("BTC", _api(stub + "/cp"))
     _Stub.seen.clear()
-    found = find_headlines("BTC/USDT", None, NewsSettings(api=_api(stub + "/cp")),
-                           NewsFileCache())
+    found = find_headlines("BTC/USDT", None, NewsSettings(api=_api(stub + "/cp")), NewsFileCache())
     assert found.headlines == [] and found.source == "none" and _Stub.seen == []
 
 
