@@ -4,37 +4,18 @@ tiny price forecaster."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
+
+from tests.conftest import isolated_tracking
 
 TINY = {"limit": 128, "eval_limit": 32, "max_length": 32, "batch_size": 16, "epochs": 1.0}
 
 
 @pytest.fixture(scope="package")
 def store(tmp_path_factory):
-    """Point MLflow at a SQLite store in a temp dir for the package, then restore.
-
-    mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID too, so that is restored as well.
-    """
-    import mlflow
-
-    from training.tracking import setup_tracking
-
-    keys = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID", "HF_HUB_OFFLINE")
-    saved = {k: os.environ.get(k) for k in keys}
-    db = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{db}"
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-    uri = setup_tracking()
-    yield uri
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"] or "")
+    """An isolated MLflow store for the package, with the hub switched off."""
+    with isolated_tracking(tmp_path_factory.mktemp("mlflow"), HF_HUB_OFFLINE="1") as uri:
+        yield uri
 
 
 @pytest.fixture(scope="package")
