@@ -130,7 +130,6 @@ def model_alone(bodies: list[bytes], repeats: int = 300) -> list[float]:
     """In-process time of what the model replica computes per single-sequence request."""
     import torch
 
-    from deployments.model import window_importance
     from training.registry import load_forecaster
 
     torch.set_num_threads(1)
@@ -141,7 +140,7 @@ def model_alone(bodies: list[bytes], repeats: int = 300) -> list[float]:
         start = time.perf_counter()
         arr = forecaster.pipeline.check_windows(w)
         forecaster.forecast(arr)
-        window_importance(forecaster, arr)
+        forecaster.importance_per_window(arr)
         forecaster.drift(arr)
         out.append((time.perf_counter() - start) * 1000)
     return out[20:]
