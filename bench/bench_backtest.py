@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from backtest import BacktraderEngine, MLBacktraderStrategy, NoTradeStrategy, WalkForwardAnalyzer
-from backtest.strategies import directional_confidence
+from signals import directional_confidence
 from training.data import PROJECT_ROOT, read_ohlcv_file
 from training.features import sliding_windows
 from training.fit import fit_forecaster
+from training.models import build_config
 
 SHARED = PROJECT_ROOT.parent / "shared" / "data" / "ohlcv" / "binance_1h"
 MODEL = {"epochs": 3, "sequence_length": 48, "hidden_size": 32, "num_layers": 1}
@@ -201,7 +202,9 @@ def main() -> None:
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
 
     candles = read_ohlcv_file(SHARED / f"{args.symbol}_1h.csv")
-    fit = fit_forecaster({args.symbol: candles.iloc[:4000]}, "lstm", MODEL, show_progress=False)
+    fit = fit_forecaster(
+        {args.symbol: candles.iloc[:4000]}, build_config("lstm", MODEL), show_progress=False
+    )
     engine = BacktraderEngine(commission=0.0002, slippage=0.0001)
     import torch
 

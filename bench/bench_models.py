@@ -18,6 +18,7 @@ import pandas as pd
 
 from training.data import load_data
 from training.fit import fit_forecaster
+from training.models import build_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "ohlcv" / "binance_1h"
@@ -52,9 +53,10 @@ def main() -> None:
     for model_type, symbols in CASES.items():
         frames = frames_for(symbols, args.days_back or None)
         start = time.perf_counter()
-        result = fit_forecaster(
-            frames, model_type, {"epochs": args.epochs, "patience": 5}, show_progress=False
+        config = build_config(
+            model_type, {"epochs": args.epochs, "patience": 5}, num_assets=len(frames)
         )
+        result = fit_forecaster(frames, config, show_progress=False)
         wall = time.perf_counter() - start
         m = result.metrics
         epochs_run = len(result.history["train_loss"])
@@ -82,8 +84,10 @@ def main() -> None:
     cov = pd.DataFrame(months)
     cov.index = cov.index.strftime("%Y-%m")
     print(cov.round(3).to_markdown())
-    print(f"\nmin monthly coverage {np.nanmin(cov.to_numpy()):.3f}, "
-          f"max {np.nanmax(cov.to_numpy()):.3f}")
+    print(
+        f"\nmin monthly coverage {np.nanmin(cov.to_numpy()):.3f}, "
+        f"max {np.nanmax(cov.to_numpy()):.3f}"
+    )
 
 
 if __name__ == "__main__":

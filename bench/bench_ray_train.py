@@ -38,33 +38,30 @@ MODEL = {"sequence_length": 60, "hidden_size": 64, "num_layers": 2, "batch_size"
 
 def plain_throughput(frames, overrides) -> tuple[list[float], float]:
     """Samples/s of the shared trainer's epochs in this process, and the wall time of the fit."""
-    from training.fit import finish_forecaster, prepare_splits
-    from training.models import get_model_spec
-    from training.trainer import TensorBatches
+    from training.loaders import prepare_data
+    from training.models import build_config, get_model_spec
 
     start = time.perf_counter()
-    config, pipeline, data = prepare_splits(frames, "lstm", overrides)
+    config = build_config("lstm", {**overrides, "patience": overrides["epochs"]})
+    data = prepare_data(frames, config)
     trainer = get_model_spec("lstm").trainer_class(config, show_progress=False)
-    train = TensorBatches(data["train"].x, data["train"].y, config.batch_size, True, config.seed)
     rates = []
-    for _ in range(config.epochs):
-        t0 = time.perf_counter()
-        trainer.train_epoch(train)
-        rates.append(len(train.y) / (time.perf_counter() - t0))
-        trainer.evaluate(TensorBatches(data["val"].x, data["val"].y, 1024))
-    finish_forecaster("lstm", config, pipeline, trainer, data)
+    trainer.train(
+        *data.batches(), callback=lambda r: rates.append(r.metrics["train_samples_per_s"])
+    )
+    data.finish(trainer)
     return rates, time.perf_counter() - start
 
 
 def ray_throughput(frames, overrides, workers: int, threads: int, storage: str):
     """Per-epoch samples/s measured by the Ray Train workers, and the wall time of the fit."""
     from training.distributed import DistributedSettings, fit_forecaster_distributed
+    from training.models import build_config
 
     start = time.perf_counter()
     result = fit_forecaster_distributed(
         frames,
-        "lstm",
-        overrides,
+        build_config("lstm", {**overrides, "patience": overrides["epochs"]}),
         workers,
         DistributedSettings(cpus_per_worker=threads, storage_path=storage),
     )
@@ -73,11 +70,13 @@ def ray_throughput(frames, overrides, workers: int, threads: int, storage: str):
 
 
 def sweep_wall(scheduler: str, args, storage: str) -> dict:
-    from training.tune import TuneSettings, run_sweep
+    from training.specs import DataSpec, TuneSettings
+    from training.tune import run_sweep
 
     settings = TuneSettings(
-        data_path=str(SHARED) if SHARED.exists() else "sample",
-        days_back=args.sweep_days,
+        data=DataSpec(
+            source=str(SHARED) if SHARED.exists() else "sample", days_back=args.sweep_days
+        ),
         num_samples=args.trials,
         max_concurrent_trials=2,
         epochs=args.sweep_epochs,
@@ -94,9 +93,9 @@ def sweep_wall(scheduler: str, args, storage: str) -> dict:
     wall = time.perf_counter() - start
     return {
         "sweep": f"{args.trials} trials, {scheduler.upper()}",
-        "trial-epochs run": sum(t["epochs"] for t in result["trials"]),
-        "stopped early": sum(t["stopped_by"] == scheduler for t in result["trials"]),
-        "best val loss": f"{result['best_val_loss']:.5f}",
+        "trial-epochs run": sum(t.epochs for t in result.trials),
+        "stopped early": sum(t.stopped_by == scheduler for t in result.trials),
+        "best val loss": f"{result.best_val_loss:.5f}",
         "wall s": round(wall, 1),
     }
 

@@ -43,18 +43,19 @@ def quality() -> tuple[list[dict], object]:
     """Held-out metrics of the registered model and the majority-class baseline."""
     import mlflow
 
-    from sentiment.model import SentimentAnalyzer
-    from sentiment.train import (
+    from sentiment.finetune import (
+        FAST_SETTINGS,
         SentimentTrainSettings,
         classification_metrics,
-        ensure_default_model,
         evaluate,
         load_headlines,
         split_headlines,
+        train_sentiment,
     )
     from training.registry import resolve_version
+    from training.tracking import ensure_registered, load_model
 
-    version = ensure_default_model()
+    version = ensure_registered("news_sentiment", lambda: train_sentiment(FAST_SETTINGS))
     mv = resolve_version("news_sentiment", version)
     run = mlflow.get_run(mv.run_id)
     params = run.data.params
@@ -64,7 +65,7 @@ def quality() -> tuple[list[dict], object]:
         float(params.get("test_fraction", settings.test_fraction)),
         int(params.get("seed", settings.seed)),
     )
-    analyzer = SentimentAnalyzer.from_registry("news_sentiment", version)
+    analyzer, _ = load_model("news_sentiment", version)
     start = time.perf_counter()
     metrics = evaluate(analyzer, test)
     eval_s = time.perf_counter() - start
@@ -131,8 +132,10 @@ def stage_models(tmp: Path, analyzer) -> str:
     """A throwaway store with a small LSTM and a copy of the sentiment model."""
     import mlflow
 
-    from sentiment.train import log_analyzer
-    from training.train import TrainSettings, train_model
+    from training.experiment import train_model
+    from training.models import build_config
+    from training.specs import DataSpec, TrainSettings
+    from training.tracking import log_model
 
     uri = f"sqlite:///{tmp}/mlflow.db"
     os.environ["MLFLOW_TRACKING_URI"] = uri
@@ -140,12 +143,15 @@ def stage_models(tmp: Path, analyzer) -> str:
     mlflow.create_experiment("bench", artifact_location=(tmp / "artifacts").as_uri())
     train_model(
         TrainSettings(
-            days_back=120, overrides={"epochs": 1}, model_name="bench_lstm", experiment_name="bench"
+            data=DataSpec(days_back=120),
+            config=build_config("lstm", {"epochs": 1}),
+            model_name="bench_lstm",
+            experiment_name="bench",
         )
     )
     mlflow.set_experiment("bench")
     with mlflow.start_run():
-        log_analyzer(analyzer, "news_sentiment")
+        log_model(analyzer, "news_sentiment")
     return uri
 
 

@@ -43,14 +43,19 @@ def register_model(tmp: Path) -> None:
     """A default-size LSTM (hidden 64, 2 layers, 60 bars) trained briefly in a temp store."""
     import mlflow
 
-    from training.train import TrainSettings, train_model
+    from training.experiment import train_model
+    from training.models import build_config
+    from training.specs import DataSpec, TrainSettings
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
     mlflow.create_experiment("bench", artifact_location=(tmp / "artifacts").as_uri())
     train_model(
         TrainSettings(
-            days_back=120, overrides={"epochs": 2}, model_name=MODEL_NAME, experiment_name="bench"
+            data=DataSpec(days_back=120),
+            config=build_config("lstm", {"epochs": 2}),
+            model_name=MODEL_NAME,
+            experiment_name="bench",
         )
     )
 
@@ -183,7 +188,9 @@ def main() -> None:
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(
-        build_app(AppArgs(model_name=MODEL_NAME, api_key_env="MLTRADE_BENCH_NO_KEY")),
+        build_app(
+            AppArgs(model_name=MODEL_NAME, api_key_env="MLTRADE_BENCH_NO_KEY", with_sentiment=False)
+        ),
         name="api",
         route_prefix="/",
     )

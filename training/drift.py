@@ -61,13 +61,21 @@ def psi(features: np.ndarray, reference: dict, names: tuple[str, ...]) -> dict:
         {"score": mean over windows and features of PSI, "threshold": the calibrated alarm level,
         "drifted": score > threshold, "per_feature": {name: mean PSI over windows}}.
     """
-    per_window = window_psi(features, reference)  # [n, F]
+    return summarise(window_psi(features, reference), threshold(reference), names)
+
+
+def threshold(reference: dict) -> float:
+    """The reference's calibrated alarm level (DEFAULT_THRESHOLD for bundles without one)."""
+    return float(reference["threshold"]) if "threshold" in reference else DEFAULT_THRESHOLD
+
+
+def summarise(per_window: np.ndarray, alarm: float, names: tuple[str, ...]) -> dict:
+    """The drift report of `psi` from per-window scores [n, F] already computed."""
     score = float(per_window.mean())
-    threshold = float(reference.get("threshold", DEFAULT_THRESHOLD))
     return {
         "score": score,
-        "threshold": threshold,
-        "drifted": score > threshold,
+        "threshold": alarm,
+        "drifted": score > alarm,
         "per_feature": {
             name: float(v) for name, v in zip(names, per_window.mean(axis=0), strict=True)
         },

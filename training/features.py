@@ -1,6 +1,10 @@
 """The one feature pipeline: raw OHLCV windows -> normalised features, shared by training,
 serving, backtests and walk-forward. It is fit on the training split only and saved in the model.
 
+Two feature sets, chosen by the model config's input_features: "candle" (7 per asset per bar:
+returns and the candle's shape, the default) and "ohlcv" (5: open, high, low and close as log
+ratios to the window's last close, and standardised volume).
+
 Every feature of a window is computed from that window's bars alone, so a window's features
 never depend on bars after its last one (no look-ahead by construction).
 """
@@ -20,12 +24,38 @@ BAR_FEATURES = (
     "volume_z",  # log1p(volume) standardised within the window
     "close_vs_mean",  # log(close / mean close of the window)
 )
+OHLCV_FEATURES = (
+    "open",  # log(open / the window's last close)
+    "high",  # log(high / the window's last close)
+    "low",  # log(low / the window's last close)
+    "close",  # log(close / the window's last close)
+    "volume_z",  # log1p(volume) standardised within the window
+)
+# name -> features per asset per bar; a config's input_features picks the set of that width
+FEATURE_SETS: dict[str, tuple[str, ...]] = {"candle": BAR_FEATURES, "ohlcv": OHLCV_FEATURES}
+DEFAULT_FEATURE_SET = "candle"
 VOL_HALFLIFE_BARS = 12.0
 _PARKINSON = 1.0 / (4.0 * np.log(2.0))
 
 
 class WindowShapeError(ValueError):
     """Raised when input windows do not have the shape or values the model was trained on."""
+
+
+def feature_set_for(input_features: int) -> str:
+    """The feature set with `input_features` features per asset per bar.
+
+    Raises:
+        ValueError: no set has that width; the message lists the sets and their widths.
+    """
+    for name, names in FEATURE_SETS.items():
+        if len(names) == input_features:
+            return name
+    sets = ", ".join(f"{len(v)} ({k!r})" for k, v in FEATURE_SETS.items())
+    raise ValueError(
+        f"input_features={input_features} matches no feature set: the pipeline makes {sets} "
+        "features per asset per bar; set input_features to one of those"
+    )
 
 
 @dataclass
@@ -35,11 +65,14 @@ class FeaturePipeline:
     Attributes:
         sequence_length: raw bars per window (T); the model sees T - 1 feature rows.
         symbols: the assets of a window in order; the first is the one forecast.
+        feature_set: a key of FEATURE_SETS: "candle" (7 bar-shape features) or "ohlcv" (5:
+            prices relative to the window's last close, and volume).
         mean, std: per-feature normalisation fitted on the training split.
     """
 
     sequence_length: int
     symbols: tuple[str, ...] = ("asset",)
+    feature_set: str = DEFAULT_FEATURE_SET
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
     feature_names: tuple[str, ...] = field(init=False)
@@ -48,10 +81,15 @@ class FeaturePipeline:
         if self.sequence_length < 3:
             raise ValueError(f"sequence_length must be at least 3, got {self.sequence_length}")
         self.symbols = tuple(self.symbols)
+        if self.feature_set not in FEATURE_SETS:
+            raise ValueError(
+                f"unknown feature set {self.feature_set!r}; choose one of {sorted(FEATURE_SETS)}"
+            )
+        names = FEATURE_SETS[self.feature_set]
         if len(self.symbols) == 1:
-            self.feature_names = BAR_FEATURES
+            self.feature_names = names
         else:
-            self.feature_names = tuple(f"{s}:{f}" for s in self.symbols for f in BAR_FEATURES)
+            self.feature_names = tuple(f"{s}:{f}" for s in self.symbols for f in names)
 
     @property
     def num_assets(self) -> int:
@@ -102,23 +140,29 @@ class FeaturePipeline:
         return arr
 
     def raw_features(self, arr: np.ndarray) -> np.ndarray:
-        """Unnormalised features [n, T-1, A*7] from checked windows [n, T, A, 5]."""
+        """Unnormalised features [n, T-1, A*F] from checked windows [n, T, A, 5]; each from its
+        own window's bars only. The first bar only serves as the previous bar of the second."""
         o, h, lo, c, v = (arr[..., i] for i in range(5))  # each [n, T, A]
-        top, bottom = np.maximum(o, c), np.minimum(o, c)
         logv = np.log1p(v)
         vol_z = (logv - logv.mean(axis=1, keepdims=True)) / (logv.std(axis=1, keepdims=True) + 1e-6)
-        feats = np.stack(
-            [
-                np.log(c[:, 1:] / c[:, :-1]),
-                np.log(h / lo)[:, 1:],
-                np.log(c / o)[:, 1:],
-                np.log(h / top)[:, 1:],
-                np.log(bottom / lo)[:, 1:],
-                vol_z[:, 1:],
-                np.log(c / c.mean(axis=1, keepdims=True))[:, 1:],
-            ],
-            axis=-1,
-        )  # [n, T-1, A, 7]
+        if self.feature_set == "ohlcv":
+            last = c[:, -1:]  # [n, 1, A]
+            columns = [np.log(o / last), np.log(h / last), np.log(lo / last), np.log(c / last)]
+            feats = np.stack([*(col[:, 1:] for col in columns), vol_z[:, 1:]], axis=-1)
+        else:
+            top, bottom = np.maximum(o, c), np.minimum(o, c)
+            feats = np.stack(
+                [
+                    np.log(c[:, 1:] / c[:, :-1]),
+                    np.log(h / lo)[:, 1:],
+                    np.log(c / o)[:, 1:],
+                    np.log(h / top)[:, 1:],
+                    np.log(bottom / lo)[:, 1:],
+                    vol_z[:, 1:],
+                    np.log(c / c.mean(axis=1, keepdims=True))[:, 1:],
+                ],
+                axis=-1,
+            )  # [n, T-1, A, F]
         return feats.reshape(feats.shape[0], feats.shape[1], -1)
 
     def fit(self, windows) -> FeaturePipeline:
@@ -134,9 +178,13 @@ class FeaturePipeline:
 
     def normalise(self, arr: np.ndarray) -> np.ndarray:
         """Normalised float32 model inputs [n, T-1, F] for windows already checked."""
+        return self.scale(self.raw_features(arr))
+
+    def scale(self, features: np.ndarray) -> np.ndarray:
+        """Normalised float32 model inputs from raw features [n, T-1, F]."""
         if self.mean is None or self.std is None:
             raise RuntimeError("FeaturePipeline used before fit")
-        return ((self.raw_features(arr) - self.mean) / self.std).astype(np.float32)
+        return ((features - self.mean) / self.std).astype(np.float32)
 
     @staticmethod
     def volatility(arr: np.ndarray) -> np.ndarray:
@@ -159,6 +207,7 @@ class FeaturePipeline:
         return {
             "sequence_length": self.sequence_length,
             "symbols": list(self.symbols),
+            "feature_set": self.feature_set,
             "feature_names": list(self.feature_names),
             "mean": None if self.mean is None else self.mean.tolist(),
             "std": None if self.std is None else self.std.tolist(),
@@ -166,8 +215,13 @@ class FeaturePipeline:
 
     @classmethod
     def from_dict(cls, state: dict) -> FeaturePipeline:
-        """Rebuild a fitted pipeline; refuses a bundle whose feature names or order differ."""
-        pipe = cls(sequence_length=int(state["sequence_length"]), symbols=tuple(state["symbols"]))
+        """Rebuild a fitted pipeline; refuses a bundle whose feature names or order differ.
+        Bundles saved before feature sets existed hold "candle" features."""
+        pipe = cls(
+            sequence_length=int(state["sequence_length"]),
+            symbols=tuple(state["symbols"]),
+            feature_set=state["feature_set"] if "feature_set" in state else DEFAULT_FEATURE_SET,
+        )
         if tuple(state["feature_names"]) != pipe.feature_names:
             raise ValueError(
                 f"model bundle features {state['feature_names']} do not match this code's "

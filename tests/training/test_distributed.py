@@ -13,17 +13,15 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from training.distributed import (
-    ClusterCapacityError,
-    DistributedSettings,
-    fit_forecaster_distributed,
-)
+from training.cluster import ClusterCapacityError
+from training.distributed import DistributedSettings, fit_forecaster_distributed
+from training.experiment import train_model
 from training.models.lstm import LSTMModelConfig, LSTMTrainer
 from training.registry import load_forecaster
-from training.train import TrainSettings, train_model
+from training.specs import DataSpec, TrainSettings
 from training.trainer import EarlyStopping, TensorBatches
 
-OVERRIDES = {"epochs": 4, "sequence_length": 32, "hidden_size": 16, "patience": 10}
+CONFIG = LSTMModelConfig(epochs=4, sequence_length=32, hidden_units=16, patience=10)
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +46,8 @@ def frames():
 @pytest.fixture(scope="module")
 def two_worker_run(ray_cluster, tracking):
     settings = TrainSettings(
-        days_back=60,
-        overrides=OVERRIDES,
+        data=DataSpec(days_back=60),
+        config=CONFIG,
         model_name="dist_lstm",
         experiment_name="distributed",
         num_workers=2,
@@ -59,18 +57,18 @@ def two_worker_run(ray_cluster, tracking):
 
 @pytest.mark.slow
 def test_two_workers_register_a_model_with_the_pyfunc_contract(two_worker_run, frames):
-    assert two_worker_run["version"] == "1"
+    assert two_worker_run.version == "1"
     client = MlflowClient()
-    run = client.get_run(two_worker_run["run_id"])
+    run = client.get_run(two_worker_run.run_id)
     assert run.data.params["num_workers"] == "2"
     assert "test_interval_coverage" in run.data.metrics
     # per-epoch metrics came from the driver, one point per epoch
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")]
-    assert steps == list(range(len(steps))) and 1 <= len(steps) <= OVERRIDES["epochs"]
+    assert steps == list(range(len(steps))) and 1 <= len(steps) <= CONFIG.epochs
     assert len(client.get_metric_history(run.info.run_id, "train_samples_per_s")) == len(steps)
 
     forecaster, version = load_forecaster("dist_lstm", "1")
-    assert version.run_id == two_worker_run["run_id"]
+    assert version.run_id == two_worker_run.run_id
     assert forecaster.metadata["ray_train"]["num_workers"] == 2
     closes = frames["BTC/USDT"].to_numpy()
     windows = np.stack([closes[i : i + 32] for i in range(len(closes) - 64, len(closes) - 32)])
@@ -88,15 +86,14 @@ def test_two_workers_register_a_model_with_the_pyfunc_contract(two_worker_run, f
 def test_a_worker_failure_resumes_from_the_latest_checkpoint(two_worker_run, frames, tmp_path):
     result = fit_forecaster_distributed(
         frames,
-        "lstm",
-        OVERRIDES,
+        CONFIG,
         2,
         DistributedSettings(fail_at_epoch=2, max_failures=1, storage_path=str(tmp_path)),
     )
     # restarted at epoch 2 from the epoch-1 checkpoint, not from scratch
     assert result.forecaster.metadata["ray_train"]["resumed_from_epoch"] == 2
     # and the restored weights, optimizer and RNG reproduce the uninterrupted run exactly
-    history = MlflowClient().get_metric_history(two_worker_run["run_id"], "val_loss")
+    history = MlflowClient().get_metric_history(two_worker_run.run_id, "val_loss")
     uninterrupted = [m.value for m in sorted(history, key=lambda m: m.step)]
     np.testing.assert_allclose(result.history["val_loss"], uninterrupted, rtol=1e-6)
     assert not list(tmp_path.iterdir())  # checkpoints removed once the model was rebuilt
@@ -105,14 +102,12 @@ def test_a_worker_failure_resumes_from_the_latest_checkpoint(two_worker_run, fra
 def test_more_workers_than_the_cluster_holds_fails_within_seconds(ray_cluster, frames):
     start = time.monotonic()
     with pytest.raises(ClusterCapacityError, match=r"4 workers .* need 4 CPU.* has 2 CPU"):
-        fit_forecaster_distributed(frames, "lstm", OVERRIDES, 4)
+        fit_forecaster_distributed(frames, CONFIG, 4)
     with pytest.raises(ClusterCapacityError, match="3 CPU"):
-        fit_forecaster_distributed(
-            frames, "lstm", OVERRIDES, 1, DistributedSettings(cpus_per_worker=3)
-        )
+        fit_forecaster_distributed(frames, CONFIG, 1, DistributedSettings(cpus_per_worker=3))
     assert time.monotonic() - start < 10
     with pytest.raises(ValueError, match="num_workers must be >= 1"):
-        fit_forecaster_distributed(frames, "lstm", OVERRIDES, 0)
+        fit_forecaster_distributed(frames, CONFIG, 0)
 
 
 def test_early_stopping_matches_the_shared_trainer():
@@ -121,7 +116,7 @@ def test_early_stopping_matches_the_shared_trainer():
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(256, 15, 7, generator=g), torch.randn(256, generator=g)  # pure noise
     config = LSTMModelConfig(
-        sequence_length=16, hidden_size=16, epochs=30, patience=3, learning_rate=0.02
+        sequence_length=16, hidden_units=16, epochs=30, patience=3, learning_rate=0.02
     )
     trainer = LSTMTrainer(config, show_progress=False)
     history = trainer.train(

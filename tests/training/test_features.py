@@ -6,13 +6,23 @@ import numpy as np
 import pytest
 
 from training.dataset import make_splits
-from training.features import BAR_FEATURES, FeaturePipeline, WindowShapeError, sliding_windows
+from training.features import (
+    BAR_FEATURES,
+    FEATURE_SETS,
+    OHLCV_FEATURES,
+    FeaturePipeline,
+    WindowShapeError,
+    feature_set_for,
+    sliding_windows,
+)
 from training.fit import fit_forecaster
+from training.models.lstm import LSTMModelConfig
 
 
-def test_later_bars_do_not_change_earlier_windows(btc):
+@pytest.mark.parametrize("feature_set", sorted(FEATURE_SETS))
+def test_later_bars_do_not_change_earlier_windows(btc, feature_set):
     values = btc.to_numpy()
-    pipe = FeaturePipeline(32).fit(sliding_windows(values[:500], 32))
+    pipe = FeaturePipeline(32, feature_set=feature_set).fit(sliding_windows(values[:500], 32))
     short = sliding_windows(values[:800], 32)
     long = sliding_windows(values, 32)
     np.testing.assert_array_equal(pipe.transform(short), pipe.transform(long[: len(short)]))
@@ -22,22 +32,26 @@ def test_later_bars_do_not_change_earlier_windows(btc):
     )
 
 
-def test_a_window_ignores_the_future_even_when_it_is_wild(btc):
+@pytest.mark.parametrize("feature_set", sorted(FEATURE_SETS))
+def test_a_window_ignores_the_future_even_when_it_is_wild(btc, feature_set):
     values = btc.to_numpy()[:200].copy()
-    pipe = FeaturePipeline(32).fit(sliding_windows(values, 32))
+    pipe = FeaturePipeline(32, feature_set=feature_set).fit(sliding_windows(values, 32))
     before = pipe.transform(values[100 - 32 : 100][None])
     values[100:] *= 3.0  # a crash/pump after bar 99 must not leak into the window ending there
     after = pipe.transform(values[100 - 32 : 100][None])
     np.testing.assert_array_equal(before, after)
 
 
-def test_predictions_of_earlier_windows_do_not_change(btc):
+@pytest.mark.parametrize("input_features", [7, 5])
+def test_predictions_of_earlier_windows_do_not_change(btc, input_features):
     result = fit_forecaster(
         {"BTC/USDT": btc},
-        "lstm",
-        {"epochs": 1, "sequence_length": 24, "hidden_size": 8},
+        LSTMModelConfig(
+            epochs=1, sequence_length=24, hidden_units=8, input_features=input_features
+        ),
         show_progress=False,
     )
+    assert result.forecaster.pipeline.num_features == input_features
     values = btc.to_numpy()
     early = sliding_windows(values[:600], 24)
     full = sliding_windows(values, 24)[: len(early)]
@@ -95,3 +109,35 @@ def test_bundle_with_other_feature_names_is_refused():
     state["feature_names"] = list(reversed(state["feature_names"]))
     with pytest.raises(ValueError, match="do not match"):
         FeaturePipeline.from_dict(state)
+
+
+def test_each_feature_of_a_window_depends_on_its_own_bars_only(btc):
+    """Perturbing any bar outside a window leaves every feature of that window unchanged, and
+    the ohlcv features are the prices relative to the window's last close."""
+    values = btc.to_numpy()[:100].copy()
+    for feature_set in FEATURE_SETS:
+        pipe = FeaturePipeline(16, feature_set=feature_set)
+        window = values[40:56]
+        before = pipe.raw_features(pipe.check_windows(window[None]))
+        noisy = values.copy()
+        noisy[:40] *= 1.7
+        noisy[56:] *= 0.3
+        after = pipe.raw_features(pipe.check_windows(noisy[40:56][None]))
+        np.testing.assert_array_equal(before, after)
+    pipe = FeaturePipeline(16, feature_set="ohlcv")
+    feats = pipe.raw_features(pipe.check_windows(window[None]))[0]  # [15, 5]
+    np.testing.assert_allclose(feats[:, :4], np.log(window[1:, :4] / window[-1, 3]))
+    assert pipe.feature_names == OHLCV_FEATURES and feats[-1, 3] == 0.0
+
+
+def test_the_feature_set_follows_input_features_and_is_saved():
+    assert feature_set_for(7) == "candle" and feature_set_for(5) == "ohlcv"
+    with pytest.raises(ValueError, match=r"input_features=6 matches no feature set.*7.*5"):
+        feature_set_for(6)
+    state = FeaturePipeline(8, feature_set="ohlcv").fit(np.ones((3, 8, 5)) + 1).to_dict()
+    assert FeaturePipeline.from_dict(state).feature_set == "ohlcv"
+    old = FeaturePipeline(8).fit(np.ones((3, 8, 5)) + 1).to_dict()
+    del old["feature_set"]  # bundles saved before feature sets existed
+    assert FeaturePipeline.from_dict(old).feature_names == BAR_FEATURES
+    with pytest.raises(ValueError, match="unknown feature set 'ticks'"):
+        FeaturePipeline(8, feature_set="ticks")

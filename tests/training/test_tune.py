@@ -14,13 +14,14 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from training.distributed import ClusterCapacityError
+from training.cluster import ClusterCapacityError
 from training.registry import load_forecaster, resolve_version
+from training.specs import DataSpec, TuneSettings
 from training.tracking import TrackingError
-from training.tune import TuneSettings, build_param_space, run_sweep, trial_resources
+from training.tune import build_param_space, run_sweep, trial_resources
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = {"hidden_size": 16, "num_layers": 1, "sequence_length": 32, "batch_size": 64}
+SMALL = {"hidden_units": 16, "num_layers": 1, "sequence_length": 32, "batch_size": 64}
 BAD_LR = 5.0  # AdamW steps of size ~5 wreck the network: validation loss many times the others
 
 
@@ -38,7 +39,7 @@ def ray_cluster():
 
 def settings(tmp_path, **changes) -> TuneSettings:
     base = {
-        "days_back": 60,
+        "data": DataSpec(days_back=60),
         "epochs": 4,
         "grace_period": 1,
         "max_concurrent_trials": 2,
@@ -68,16 +69,16 @@ def sweep(ray_cluster, tracking, tmp_path_factory):
 @pytest.mark.slow
 def test_four_trials_make_four_nested_runs_and_the_best_is_registered(sweep):
     client = MlflowClient()
-    parent = client.get_run(sweep["parent_run_id"])
+    parent = client.get_run(sweep.parent_run_id)
     children = client.search_runs(
         [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{sweep['parent_run_id']}'",
+        filter_string=f"tags.mlflow.parentRunId = '{sweep.parent_run_id}'",
     )
-    assert len(children) == 4 == len(sweep["trials"])
+    assert len(children) == 4 == len(sweep.trials)
     best_child = min(children, key=lambda r: r.data.metrics["best_val_loss"])
-    assert best_child.info.run_id == sweep["best_run_id"]
-    assert parent.data.tags["best_run_id"] == sweep["best_run_id"]
-    assert parent.data.metrics["best_val_loss"] == pytest.approx(sweep["best_val_loss"])
+    assert best_child.info.run_id == sweep.best_run_id
+    assert parent.data.tags["best_run_id"] == sweep.best_run_id
+    assert parent.data.metrics["best_val_loss"] == pytest.approx(sweep.best_val_loss)
     # every trial's epochs are in its run; the best run carries the full train-run record
     for child in children:
         history = client.get_metric_history(child.info.run_id, "val_loss")
@@ -86,22 +87,22 @@ def test_four_trials_make_four_nested_runs_and_the_best_is_registered(sweep):
     assert float(best_child.data.params["learning_rate"]) < 1.0
 
     version = resolve_version("tuned_lstm", "latest")
-    assert version.run_id == sweep["best_run_id"] and sweep["version"] == str(version.version)
-    assert float(version.tags["param.learning_rate"]) == sweep["best_config"]["learning_rate"]
+    assert version.run_id == sweep.best_run_id and sweep.version == str(version.version)
+    assert float(version.tags["param.learning_rate"]) == sweep.best_config["learning_rate"]
     forecaster, _ = load_forecaster("tuned_lstm", version.version)
-    assert forecaster.config.learning_rate == sweep["best_config"]["learning_rate"]
-    assert forecaster.config.hidden_size == 16
+    assert forecaster.config.learning_rate == sweep.best_config["learning_rate"]
+    assert forecaster.config.hidden_units == 16
 
 
 @pytest.mark.slow
 def test_asha_stops_the_clearly_worse_trials_early(sweep):
-    bad = [t for t in sweep["trials"] if t["config"]["learning_rate"] == BAD_LR]
-    good = [t for t in sweep["trials"] if t["config"]["learning_rate"] < 1.0]
+    bad = [t for t in sweep.trials if t.config["learning_rate"] == BAD_LR]
+    good = [t for t in sweep.trials if t.config["learning_rate"] < 1.0]
     assert len(bad) == 2 and len(good) == 2
     for trial in bad:
-        assert trial["stopped_by"] == "asha" and trial["epochs"] < 4
-        assert trial["best_val_loss"] > 2 * max(t["best_val_loss"] for t in good)
-    assert any(t["stopped_by"] == "completed" and t["epochs"] == 4 for t in good)
+        assert trial.stopped_by == "asha" and trial.epochs < 4
+        assert trial.best_val_loss > 2 * max(t.best_val_loss for t in good)
+    assert any(t.stopped_by == "completed" and t.epochs == 4 for t in good)
 
 
 @pytest.mark.slow
@@ -109,8 +110,8 @@ def test_optuna_sweep_registers_a_model(ray_cluster, tracking, tmp_path):
     result = run_sweep(
         settings(tmp_path, num_samples=2, epochs=2, use_optuna=True, model_name="optuna_lstm")
     )
-    assert len(result["trials"]) == 2 and result["version"] == "1"
-    assert {"learning_rate", "dropout"} <= set(result["best_config"])
+    assert len(result.trials) == 2 and result.version == "1"
+    assert {"learning_rate", "dropout"} <= set(result.best_config)
 
 
 def test_concurrency_is_capped_to_what_the_cluster_holds(ray_cluster, tmp_path):
@@ -129,6 +130,9 @@ def test_unknown_model_type_or_search_space_key_is_rejected(tmp_path):
         build_param_space(settings(tmp_path, fixed={"hiden_size": 8}))
     with pytest.raises(ValueError, match=r"\['conv_channels'\].*'lstm'"):
         build_param_space(settings(tmp_path, search_space={"conv_channels": 8}))
+    with pytest.raises(ValueError, match=r"\['cnn_filters'\].*'lstm'"):
+        build_param_space(settings(tmp_path, search_space={"cnn_filters": 8}))
+    assert build_param_space(settings(tmp_path, fixed={"hidden_size": 8}))["hidden_units"] == 8
     with pytest.raises(ValueError, match="num_samples must be >= 1"):
         run_sweep(settings(tmp_path, num_samples=0))
 

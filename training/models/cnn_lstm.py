@@ -14,10 +14,10 @@ from training.trainer import BaseTrainer
 
 @dataclass(frozen=True)
 class CNNLSTMConfig(ModelConfig):
-    num_assets: int = 2
-    conv_channels: int = 32
+    num_assets: int = 2  # a field here; ModelConfig's property says 1
+    cnn_filters: int = 32
     kernel_size: int = 3
-    hidden_size: int = 64
+    lstm_hidden_units: int = 64
     num_layers: int = 1
 
 
@@ -26,19 +26,21 @@ class CNNLSTMModel(nn.Module):
         super().__init__()
         pad = config.kernel_size // 2
         self.conv = nn.Sequential(
-            nn.Conv1d(config.input_size, config.conv_channels, config.kernel_size, padding=pad),
+            nn.Conv1d(config.input_size, config.cnn_filters, config.kernel_size, padding=pad),
             nn.GELU(),
-            nn.Conv1d(config.conv_channels, config.conv_channels, config.kernel_size, padding=pad),
+            nn.Conv1d(config.cnn_filters, config.cnn_filters, config.kernel_size, padding=pad),
             nn.GELU(),
         )
         self.lstm = nn.LSTM(
-            config.conv_channels,
-            config.hidden_size,
+            config.cnn_filters,
+            config.lstm_hidden_units,
             num_layers=config.num_layers,
             dropout=config.dropout if config.num_layers > 1 else 0.0,
             batch_first=True,
         )
-        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.hidden_size, 1))
+        self.head = nn.Sequential(
+            nn.Dropout(config.dropout), nn.Linear(config.lstm_hidden_units, 1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, T, A*F]
         z = self.conv(x.transpose(1, 2)).transpose(1, 2)  # [B, T, C]
@@ -55,9 +57,9 @@ def search_space() -> dict:
     from ray import tune
 
     return {
-        "conv_channels": tune.choice([16, 32, 64]),
+        "cnn_filters": tune.choice([16, 32, 64]),
         "kernel_size": tune.choice([3, 5]),
-        "hidden_size": tune.choice([32, 64, 128]),
+        "lstm_hidden_units": tune.choice([32, 64, 128]),
         "num_layers": tune.choice([1, 2]),
         "dropout": tune.uniform(0.0, 0.4),
         "learning_rate": tune.loguniform(1e-4, 3e-3),

@@ -13,7 +13,7 @@ from training.trainer import BaseTrainer
 
 @dataclass(frozen=True)
 class LSTMModelConfig(ModelConfig):
-    hidden_size: int = 64
+    hidden_units: int = 64
     num_layers: int = 2
 
 
@@ -22,12 +22,12 @@ class LSTMModel(nn.Module):
         super().__init__()
         self.lstm = nn.LSTM(
             config.input_size,
-            config.hidden_size,
+            config.hidden_units,
             num_layers=config.num_layers,
             dropout=config.dropout if config.num_layers > 1 else 0.0,
             batch_first=True,
         )
-        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.hidden_size, 1))
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(config.hidden_units, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, T, F]
         out, _ = self.lstm(x)  # [B, T, H]
@@ -43,7 +43,7 @@ def search_space() -> dict:
     from ray import tune
 
     return {
-        "hidden_size": tune.choice([32, 64, 128]),
+        "hidden_units": tune.choice([32, 64, 128]),
         "num_layers": tune.choice([1, 2, 3]),
         "dropout": tune.uniform(0.0, 0.4),
         "learning_rate": tune.loguniform(1e-4, 3e-3),

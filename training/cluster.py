@@ -1,0 +1,109 @@
+"""The one place for Ray and device decisions: connecting, capacity, GPUs, devices, autoscaling.
+
+Training, tuning, walk-forward and serving all ask here, so the same code runs unchanged on a
+laptop, a CPU cluster or a GPU cluster: GPU use is decided from what the cluster reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class ClusterCapacityError(RuntimeError):
+    """Raised when the Ray cluster cannot place the requested workers, trials or tasks."""
+
+
+def ensure_ray() -> None:
+    """Connect to Ray if this process is not connected yet: RAY_ADDRESS (as set inside a Ray
+    job), else a cluster started with `ray start` on this machine, else a new local instance."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(logging_level=logging.WARNING)
+
+
+def cluster_gpus() -> float:
+    """GPUs the connected cluster reports; before `ray.init` (`serve run module:app` builds the
+    app first, then starts Ray) the GPUs this machine's torch sees."""
+    import ray
+
+    if ray.is_initialized():
+        return float(ray.cluster_resources().get("GPU", 0.0))
+    return float(torch.cuda.device_count())
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """The device asked for, else CUDA when present, else CPU."""
+    if device and device != "auto":
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def gpu_share(wanted: float) -> float:
+    """`wanted` GPUs where the cluster has any, else 0: a CPU cluster never waits for a GPU."""
+    return wanted if cluster_gpus() > 0 else 0.0
+
+
+def free_cpus_per_unit(count: int, cap: float | None = None) -> float:
+    """CPUs each of `count` units can have from what is free now (not the cluster's total, so
+    training fits beside a live Serve app): at least 1, whole CPUs, at most `cap`."""
+    import ray
+
+    free = ray.available_resources().get("CPU", 0.0)
+    share = max(1.0, math.floor(free / max(count, 1) + 1e-9))
+    return min(share, cap) if cap else share
+
+
+def check_capacity(count: int, per_unit: dict[str, float], what: str, timeout_s: float) -> None:
+    """Fail fast when `count` units of `per_unit` resources can never be placed, and wait at most
+    `timeout_s` for busy resources to free up; never leave the caller waiting forever.
+
+    Raises:
+        ClusterCapacityError: with what was asked, what the cluster has, and what to change.
+    """
+    import ray
+
+    total = ray.cluster_resources()
+    largest_node = {
+        key: max((n["Resources"].get(key, 0.0) for n in ray.nodes() if n["Alive"]), default=0.0)
+        for key in per_unit
+    }
+    for key, amount in per_unit.items():
+        need = amount * count
+        if need > total.get(key, 0.0) + 1e-9 or amount > largest_node[key] + 1e-9:
+            raise ClusterCapacityError(
+                f"{count} {what} x {amount:g} {key} need {need:g} {key}, but the Ray cluster has "
+                f"{total.get(key, 0.0):g} {key} (at most {largest_node[key]:g} on one node); "
+                f"ask for fewer {what} or fewer {key} each, or add nodes"
+            )
+    deadline = time.monotonic() + timeout_s
+    while True:
+        free = ray.available_resources()
+        short = {k: a * count for k, a in per_unit.items() if a * count > free.get(k, 0.0) + 1e-9}
+        if not short:
+            return
+        if time.monotonic() > deadline:
+            raise ClusterCapacityError(
+                f"{count} {what} need {short} but only "
+                f"{ {k: free.get(k, 0.0) for k in short} } are free after waiting "
+                f"{timeout_s:g}s; other Ray work holds the rest (pass fewer CPUs per {what[:-1]})"
+            )
+        time.sleep(0.5)
+
+
+def autoscaling_config(
+    min_replicas: int, max_replicas: int, target_ongoing_requests: float
+) -> dict:
+    """A Serve autoscaling_config; at least one replica starts so the first request is served."""
+    return {
+        "min_replicas": min_replicas,
+        "initial_replicas": max(min_replicas, 1),
+        "max_replicas": max(max_replicas, min_replicas, 1),
+        "target_ongoing_requests": target_ongoing_requests,
+    }
