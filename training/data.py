@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = PROJECT_ROOT / "data" / "ohlcv"
+SAMPLE_DIR_ENV = "MLTRADE_SAMPLE_DIR"  # another directory of <SYMBOL>_<interval>.csv.gz files
 CACHE_DIR = PROJECT_ROOT / "data" / "cache"
 SAMPLE = "sample"
 
@@ -28,11 +30,18 @@ class DataSourceError(RuntimeError):
     """Raised when candles cannot be obtained from the requested source."""
 
 
+def sample_dir() -> Path:
+    """Where data_path="sample" reads: data/ohlcv, or the directory named by MLTRADE_SAMPLE_DIR
+    (files named like the bundled ones; tests use it to run commands verbatim on less data)."""
+    return Path(os.environ.get(SAMPLE_DIR_ENV) or SAMPLE_DIR)
+
+
 def sample_path(symbol: str, interval: str = "1h") -> Path:
     """Path of the bundled sample file for a symbol ("BTC/USDT" -> data/ohlcv/BTCUSDT_1h.csv.gz)."""
-    path = SAMPLE_DIR / f"{symbol.replace('/', '')}_{interval}.csv.gz"
+    directory = sample_dir()
+    path = directory / f"{symbol.replace('/', '')}_{interval}.csv.gz"
     if not path.exists():
-        have = sorted(p.name.split("_")[0] for p in SAMPLE_DIR.glob(f"*_{interval}.csv.gz"))
+        have = sorted(p.name.split("_")[0] for p in directory.glob(f"*_{interval}.csv.gz"))
         raise DataSourceError(
             f"no bundled {interval} sample for {symbol}; bundled symbols: {have or 'none'}"
         )

@@ -1,26 +1,73 @@
-"""MLflow model registry helpers: resolve `latest` / a number / an alias, load the forecaster,
-promote and roll back aliases, list models with their test metrics."""
+"""MLflow model registry helpers: resolve `latest` / a number / an alias, promote and roll back
+aliases, list models with their test metrics. Names are checked by MLflow's rules and quoted for
+search filters; versions are ASCII digits only."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-
-from training.bundle import Forecaster
+from mlflow.utils.validation import _validate_model_name
 
 ALIAS_HISTORY_TAG = "alias_history.{alias}"
+_VERSION = re.compile(r"[0-9]+")  # str.isdigit() would accept "²" or "٣"
 
 
 class ModelNotFoundError(LookupError):
     """Raised for an unknown model name, version or alias; the message lists what exists."""
 
 
+class InvalidModelNameError(ValueError):
+    """A registered model name MLflow would refuse (empty, '/' or ':') or cannot search for."""
+
+
+def check_model_name(name: str) -> str:
+    """The name, if MLflow accepts it as a registered model name (and it can be searched for).
+
+    Raises:
+        InvalidModelNameError: what is wrong with it.
+    """
+    if not isinstance(name, str):
+        raise InvalidModelNameError(f"a model name must be a string, got {name!r}")
+    try:
+        _validate_model_name(name)
+    except MlflowException as exc:
+        raise InvalidModelNameError(f"invalid model name {name!r}: {exc.message}") from None
+    if "'" in name and '"' in name:
+        raise InvalidModelNameError(
+            f"invalid model name {name!r}: it holds both ' and \", which no MLflow search "
+            "filter can quote"
+        )
+    return name
+
+
+def quote_filter_value(value: str) -> str:
+    """`value` as a search-filter string literal: single quotes, or double quotes when it holds
+    a single quote (MLflow's filter parser has no escapes)."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise InvalidModelNameError(f"{value!r} holds both ' and \" and cannot be searched for")
+
+
+def parse_version(text: str | int) -> int | None:
+    """A version number from "3" or 3; None for anything else (an alias, "latest", "²")."""
+    if isinstance(text, bool):
+        return None
+    if isinstance(text, int):
+        return text if text >= 1 else None
+    wanted = str(text).strip()
+    return int(wanted) if _VERSION.fullmatch(wanted) else None
+
+
 def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
-    versions = client.search_model_versions(f"name='{name}'")
+    check_model_name(name)
+    versions = client.search_model_versions(f"name={quote_filter_value(name)}")
     if not versions:
         known = sorted(m.name for m in client.search_registered_models())
         raise ModelNotFoundError(f"no registered model {name!r}; registered models: {known}")
@@ -32,13 +79,14 @@ def resolve_version(name: str, version: str | int = "latest") -> ModelVersion:
     client = MlflowClient()
     versions = _versions(client, name)
     wanted = str(version).strip()
+    number = parse_version(version)
     if wanted == "latest":
         return versions[-1]
-    if wanted.isdigit():
+    if number is not None:
         for v in versions:
-            if str(v.version) == wanted:
+            if int(v.version) == number:
                 return v
-    else:
+    elif wanted:
         try:
             return client.get_model_version_by_alias(name, wanted)
         except MlflowException:
@@ -50,15 +98,15 @@ def resolve_version(name: str, version: str | int = "latest") -> ModelVersion:
     )
 
 
-def load_forecaster(name: str, version: str | int = "latest") -> tuple[Forecaster, ModelVersion]:
-    """Load a registered model through its pyfunc flavour and return the forecaster inside.
+def load_forecaster(name: str, version: str | int = "latest"):
+    """Alias of training.tracking.load_model for the many call sites that load a forecaster.
 
     Returns:
         (forecaster, the resolved ModelVersion).
     """
-    mv = resolve_version(name, version)
-    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
-    return pyfunc.unwrap_python_model().forecaster, mv
+    from training.tracking import load_model  # tracking builds on this module
+
+    return load_model(name, version)
 
 
 def _run_id_of(model_uri: str) -> str | None:
@@ -78,14 +126,14 @@ def promote(model_uri: str, name: str, alias: str = "production") -> ModelVersio
     The version that held the alias before is remembered so `rollback` can return to it.
     """
     client = MlflowClient()
+    check_model_name(name)
     run_id = _run_id_of(model_uri)
     if model_uri.startswith("models:/"):
         model_name, _, version = model_uri[len("models:/") :].partition("/")
         mv = resolve_version(model_name, version or "latest")
     else:
-        found = (
-            client.search_model_versions(f"name='{name}' and run_id='{run_id}'") if run_id else []
-        )
+        query = f"name={quote_filter_value(name)} and run_id={quote_filter_value(run_id or '')}"
+        found = client.search_model_versions(query) if run_id else []
         mv = found[0] if found else mlflow.register_model(model_uri, name)
     try:
         previous = str(client.get_model_version_by_alias(name, alias).version)

@@ -8,14 +8,10 @@ import numpy as np
 import pytest
 
 from sentiment import NewsInputError, SentimentAnalyzer, SentimentModelError
+from sentiment.finetune import SentimentTrainSettings, load_headlines, split_headlines
 from sentiment.news import MAX_TEXT_CHARS
-from sentiment.train import (
-    SentimentTrainSettings,
-    ensure_default_model,
-    load_headlines,
-    main,
-    split_headlines,
-)
+from sentiment.train import main
+from training.tracking import ensure_registered
 
 TEXTS = [
     "Bitcoin ETF approved by the SEC",
@@ -25,8 +21,8 @@ TEXTS = [
 
 
 def test_training_logs_metrics_and_registers(trained):
-    assert trained["version"] == "1"
-    run = mlflow.get_run(trained["run_id"])
+    assert trained.version == "1"
+    run = mlflow.get_run(trained.run_id)
     metrics = run.data.metrics
     for key in (
         "test_accuracy",
@@ -95,7 +91,11 @@ def test_registered_pyfunc_predicts_like_the_analyzer(trained, analyzer):
 def test_default_and_registry_versions(trained, analyzer):
     default = SentimentAnalyzer.from_default()
     assert default.source == "models:/news_sentiment/1"
-    assert ensure_default_model() == "1"  # present: nothing is trained
+
+    def must_not_train():
+        raise AssertionError("news_sentiment is registered: nothing must be trained")
+
+    assert ensure_registered("news_sentiment", must_not_train) == "1"  # present: nothing trained
     with pytest.raises(LookupError, match="no version or alias '7'"):
         SentimentAnalyzer.from_registry("news_sentiment", 7)
 
@@ -136,3 +136,20 @@ def test_cli_help(capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     assert "python -m sentiment.train" in out and "--max-length" in out
+
+
+def test_score_command_prints_json(trained):
+    import json
+
+    from typer.testing import CliRunner
+
+    from mltrade.cli import app
+
+    result = CliRunner().invoke(app, ["sentiment", "score", *TEXTS, "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["text"] for r in rows] == TEXTS
+    assert all(r["label"] in ("negative", "positive", "neutral") for r in rows)
+    empty = CliRunner().invoke(app, ["sentiment", "score", ""])
+    # the last line (a progress bar of the model load may precede it)
+    assert empty.exit_code == 2 and empty.stderr.splitlines()[-1].startswith("error: texts[0]")

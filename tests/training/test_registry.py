@@ -11,6 +11,8 @@ import pytest
 from training import deploy
 from training.data import load_data
 from training.dataset import make_splits
+from training.experiment import train_model
+from training.models import build_config
 from training.registry import (
     ModelNotFoundError,
     list_models,
@@ -19,7 +21,7 @@ from training.registry import (
     resolve_version,
     rollback,
 )
-from training.train import TrainSettings, train_model
+from training.specs import DataSpec, TrainSettings
 
 TINY = {"epochs": 2, "sequence_length": 24}
 CASES = {
@@ -34,12 +36,11 @@ def trained(tracking):
     out = {}
     for model_type, (symbols, extra) in CASES.items():
         settings = TrainSettings(
+            data=DataSpec(symbols=symbols, days_back=45),
+            config=build_config(model_type, {**TINY, **extra}, num_assets=len(symbols)),
             model_type=model_type,
             model_name=f"t_{model_type}",
-            symbols=symbols,
-            days_back=45,
             experiment_name="tests",
-            overrides={**TINY, **extra},
         )
         out[model_type] = (settings, train_model(settings))
     return out
@@ -48,8 +49,8 @@ def trained(tracking):
 @pytest.mark.parametrize("model_type", sorted(CASES))
 def test_registered_model_round_trips(trained, model_type):
     settings, result = trained[model_type]
-    assert result["version"] == "1"
-    frames = {s: load_data(s, data_path="sample", days_back=45) for s in settings.symbols}
+    assert result.version == "1"
+    frames = {s: load_data(s, data_path="sample", days_back=45) for s in settings.data.symbols}
     test = make_splits(frames, 24)["test"]
     windows = test.windows if model_type == "cnn_lstm" else test.windows[:, :, 0, :]
     model = mlflow.pyfunc.load_model(f"models:/{settings.model_name}/latest")
@@ -58,7 +59,7 @@ def test_registered_model_round_trips(trained, model_type):
     assert len(pred) == len(windows)
     assert (pred["lower"] < pred["prediction"]).all() and (pred["prediction"] < pred["upper"]).all()
     # The registered bundle reproduces the run's logged test metrics exactly.
-    metrics = mlflow.get_run(result["run_id"]).data.metrics
+    metrics = mlflow.get_run(result.run_id).data.metrics
     actual = test.next_close / windows[:, -1, ..., 3].reshape(len(windows), -1)[:, 0] - 1
     rmse = float(np.sqrt(np.mean((pred["predicted_return"] - actual) ** 2)))
     assert rmse == pytest.approx(metrics["test_rmse"], rel=1e-6)
@@ -75,8 +76,9 @@ def test_registered_model_round_trips(trained, model_type):
 
 def test_run_logs_params_metrics_plots_and_data_provenance(trained):
     settings, result = trained["lstm"]
-    run = mlflow.get_run(result["run_id"])
-    assert run.data.params["hidden_size"] == "8" and run.data.params["model_type"] == "lstm"
+    run = mlflow.get_run(result.run_id)
+    # the guide's field names (hidden_size is the legacy name of hidden_units)
+    assert run.data.params["hidden_units"] == "8" and run.data.params["model_type"] == "lstm"
     for key in (
         "test_rmse",
         "test_rmse_random_walk",
@@ -89,9 +91,9 @@ def test_run_logs_params_metrics_plots_and_data_provenance(trained):
         assert key in run.data.metrics
     assert len(run.data.tags["data_sha256"]) == 64 and run.data.tags["data_start"]
     client = mlflow.MlflowClient()
-    names = {a.path for a in client.list_artifacts(result["run_id"])}
+    names = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"loss_curves.png", "predictions.png", "data_metadata.json"} <= names
-    history = client.get_metric_history(result["run_id"], "val_loss")
+    history = client.get_metric_history(result.run_id, "val_loss")
     assert len(history) >= 1
 
 
@@ -99,11 +101,11 @@ def test_versions_resolve_by_latest_number_and_alias(trained):
     settings, first = trained["lstm"]
     second = train_model(settings)
     name = settings.model_name
-    assert str(resolve_version(name, "latest").version) == second["version"] == "2"
+    assert str(resolve_version(name, "latest").version) == second.version == "2"
     assert str(resolve_version(name, 1).version) == "1"
-    promote(first["model_uri"], name, "production")
+    promote(first.model_uri, name, "production")
     assert str(resolve_version(name, "production").version) == "1"
-    promote(second["model_uri"], name, "production")
+    promote(second.model_uri, name, "production")
     assert str(resolve_version(name, "production").version) == "2"
     assert str(rollback(name, "production").version) == "1"
     assert str(resolve_version(name, "production").version) == "1"
@@ -124,10 +126,10 @@ def test_versions_resolve_by_latest_number_and_alias(trained):
 
 def test_deploy_cli_promotes_unregistered_run_and_lists(trained, tracking, capsys):
     settings = TrainSettings(
+        data=DataSpec(days_back=45),
+        config=build_config("lstm", {**TINY, "hidden_size": 8}),
         model_name="t_cli",
-        days_back=45,
         experiment_name="tests",
-        overrides={**TINY, "hidden_size": 8},
         register=False,
     )
     result = train_model(settings)
@@ -136,7 +138,7 @@ def test_deploy_cli_promotes_unregistered_run_and_lists(trained, tracking, capsy
             "--action",
             "promote",
             "--model-uri",
-            result["model_uri"],
+            result.model_uri,
             "--model-name",
             "t_cli",
             "--stage",
@@ -146,5 +148,41 @@ def test_deploy_cli_promotes_unregistered_run_and_lists(trained, tracking, capsy
     assert "t_cli@production -> version 1" in capsys.readouterr().out
     deploy.main(["--action", "list", "--model-name", "t_cli"])
     assert '"production"' in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="no earlier version"):
+    # called as a function, the shim raises the library's error (as a program: one line, exit 2)
+    with pytest.raises(ModelNotFoundError, match="no earlier version"):
         deploy.main(["--action", "rollback", "--model-name", "t_cli"])
+
+
+def test_run_is_named_and_tagged_and_model_has_a_signature(trained):
+    settings, result = trained["cnn_lstm"]
+    run = mlflow.get_run(result.run_id)
+    assert run.info.run_name == "cnn_lstm_BTCUSDT_1h"
+    tags = run.data.tags
+    assert tags["symbol"] == "BTC/USDT" and tags["symbols"] == "BTC/USDT,ETH/USDT"
+    assert tags["interval"] == "1h" and tags["model_type"] == "cnn_lstm"
+    info = mlflow.models.get_model_info(result.model_uri)
+    assert info.signature is not None and info.signature.outputs.input_names() == [
+        "prediction",
+        "predicted_return",
+        "lower",
+        "upper",
+    ]
+    assert info.saved_input_example_info is not None
+
+
+@pytest.mark.parametrize("name", ["it's", 'say "hi"', "back\\slash", "pct%_"])
+def test_names_with_quotes_are_searched_not_parsed(trained, name):
+    with pytest.raises(ModelNotFoundError, match="no registered model"):
+        resolve_version(name)
+
+
+@pytest.mark.parametrize("name", ["a/b", "a:b", "", "both'\"", 7])
+def test_names_mlflow_refuses_are_value_errors(trained, name):
+    with pytest.raises(ValueError, match="model name"):
+        resolve_version(name)
+
+
+@pytest.mark.parametrize("version", ["\u00b2", "\u0663", "1.0", "-1", "0", " "])
+def test_versions_are_ascii_digits_only(trained, version):
+    with pytest.raises(ModelNotFoundError, match="no version or alias"):
+        resolve_version(trained["lstm"][0].model_name, version)
