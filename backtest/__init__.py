@@ -1,8 +1,13 @@
-"""Backtests of forecasting strategies on backtrader, and walk-forward analysis on Ray."""
+"""Backtests of forecasting strategies on backtrader, and walk-forward analysis on Ray.
 
-from backtest.engine import BacktestResult, BacktraderEngine, LookAheadError, StrategyParamError
+The hybrid forecast + sentiment strategy is `backtest.hybrid_strategy.HybridBacktraderStrategy`
+(not imported here: it loads the sentiment model's dependencies).
+"""
+
+from backtest.engine import BacktraderEngine, LookAheadError, StrategyParamError
+from backtest.results import BacktestResult, WalkForwardResult
 from backtest.strategies import MLBacktraderStrategy, NotEnoughBarsError, NoTradeStrategy
-from backtest.walk_forward import WalkForwardAnalyzer, WalkForwardResult
+from backtest.walk_forward import WalkForwardAnalyzer
 from backtest.windows import WalkForwardError
 
 __all__ = [

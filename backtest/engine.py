@@ -9,7 +9,7 @@ Bars are fed one at a time (no preloading), so a strategy cannot read a future b
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from types import NoneType
 
 import backtrader as bt
@@ -22,6 +22,7 @@ from backtest.metrics import (
     performance_metrics,
     trades_from_fills,
 )
+from backtest.results import BacktestResult
 from training.validation import bars_per_year, validate_ohlcv
 
 # 1970-01-01 as a backtrader date number (proleptic Gregorian ordinal, in days).
@@ -136,40 +137,6 @@ class _Recorder(bt.Analyzer):
         self.position.append(self.strategy.position.size)
 
 
-@dataclass
-class BacktestResult:
-    """What a backtest returns; also readable as a mapping (`result["total_return_pct"]`).
-
-    Attributes:
-        total_return_pct, final_value: of the strategy.
-        metrics: performance_metrics of the strategy's equity curve and trades.
-        benchmark: the same metrics for buy-and-hold over the same bars and costs.
-        equity_curve: DataFrame indexed by bar time with equity, cash, position and
-            benchmark_equity.
-        trades: round trips (see metrics.trades_from_fills).
-        fills: every execution: time, bar, size (signed), price, commission.
-        rejected_orders: orders refused (not enough cash, or a short while long/flat).
-        settings: the engine settings used.
-    """
-
-    total_return_pct: float
-    final_value: float
-    metrics: dict[str, float]
-    benchmark: dict[str, float]
-    equity_curve: pd.DataFrame
-    trades: list[dict]
-    fills: list[dict]
-    rejected_orders: int
-    settings: dict = field(default_factory=dict)
-
-    def __getitem__(self, key: str):
-        return getattr(self, key)
-
-    def summary(self) -> dict[str, float]:
-        """Flat metrics: the strategy's, then the benchmark's prefixed `benchmark_`."""
-        return {**self.metrics, **{f"benchmark_{k}": v for k, v in self.benchmark.items()}}
-
-
 def check_strategy_params(strategy: type, params: dict) -> None:
     """Refuse unknown parameter names and values whose type differs from the default's.
 
@@ -251,10 +218,25 @@ class BacktraderEngine:
             ValueError: fewer than 3 bars.
             StrategyParamError: unknown or wrongly typed strategy parameter.
             LookAheadError: the strategy read a bar after the current one.
+
+        Example, with the guide's `historical_data` made from the bundled candles::
+
+            from training.data import load_data
+            historical_data = load_data("BTC/USDT", interval="1h", days_back=30, data_path="sample")
+            results = BacktraderEngine().run_backtest(
+                data=historical_data,
+                strategy=MLBacktraderStrategy,
+                strategy_params={"model_name": "lstm_price_forecast", "model_version": "latest"},
+            )
+            results["total_return_pct"], results["metrics"]["sharpe_ratio"]
         """
         params = dict(strategy_params or {})
         check_strategy_params(strategy, params)
-        candles = validate_ohlcv(data, source="backtest data")
+        return self.run_validated(validate_ohlcv(data, source="backtest data"), strategy, params)
+
+    def run_validated(self, candles: pd.DataFrame, strategy: type, params: dict) -> BacktestResult:
+        """`run_backtest` on candles that already passed `validate_ohlcv` and parameters that
+        passed `check_strategy_params` (walk-forward checks its data and parameters once)."""
         if len(candles) < 3:
             raise ValueError(f"backtest data has {len(candles)} bars; need at least 3")
         per_year = (

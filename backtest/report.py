@@ -7,7 +7,6 @@ in servers and worker processes.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import mlflow
@@ -15,17 +14,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from backtest.engine import BacktestResult
-
-
-def select_experiment(name: str) -> None:
-    """Log under `name`, or into the run and experiment of `mlflow run` when launched by it."""
-    from training.tracking import use_experiment
-
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if run_id:  # nested runs must land in the launching run's experiment
-        mlflow.set_experiment(experiment_id=mlflow.get_run(run_id).info.experiment_id)
-    else:
-        use_experiment(name)
 
 
 def log_metrics(metrics: dict[str, float]) -> None:

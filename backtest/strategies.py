@@ -1,8 +1,10 @@
 """Strategies: the ML forecaster strategy, and a no-op one that measures the bar loop alone.
 
-MLBacktraderStrategy forecasts every bar in one batched call before the bar loop; bar t's
-forecast comes from the window of the sequence_length bars ending at t, so no decision sees a
-later candle, and `next` only looks the precomputed numbers up.
+MLBacktraderStrategy consumes a precomputed forecast series: given one (`forecast`, e.g. from
+`forecast_table`) or made in one batched call before the bar loop. Bar t's forecast comes from
+the window of the sequence_length bars ending at t, so no decision sees a later candle, and
+`next` only looks the precomputed numbers up. How sure a forecast is comes from
+`signals.directional_confidence`, the rule the API and the hybrid signal use.
 """
 
 from __future__ import annotations
@@ -13,35 +15,16 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
+from signals import directional_confidence
 from training.bundle import Forecaster
 from training.features import sliding_windows
 from training.validation import OHLCV_COLUMNS, validate_ohlcv
 
+FORECAST_COLUMNS = ("predicted_return", "lower_return", "upper_return", "confidence")
+
 
 class NotEnoughBarsError(ValueError):
     """Raised when there are too few candles for the model's sequence length."""
-
-
-def directional_confidence(
-    predicted_return: np.ndarray, lower_return: np.ndarray, upper_return: np.ndarray
-) -> np.ndarray:
-    """Share of the calibrated interval that lies on the forecast's side of zero, in [0, 1].
-
-    The interval [lower_return, upper_return] covers the next bar's return with the model's
-    calibrated probability (e.g. 90%). A forecast of +0.2% with interval [-1%, +1.4%] has
-    1.4 / 2.4 = 0.58 of its interval above zero: 0.58. Confidence is 1 when the whole interval
-    agrees with the forecast's direction, about 0.5 when the forecast is near zero relative to
-    its uncertainty, so for the same forecast a wider interval means lower confidence.
-    """
-    width = upper_return - lower_return
-    agree = np.where(
-        predicted_return >= 0,
-        upper_return - np.maximum(lower_return, 0.0),
-        np.minimum(upper_return, 0.0) - lower_return,
-    )
-    with np.errstate(divide="ignore", invalid="ignore"):
-        share = np.where(width > 0, agree / width, 1.0)
-    return np.clip(share, 0.0, 1.0)
 
 
 class NoTradeStrategy(bt.Strategy):
@@ -56,15 +39,17 @@ class MLBacktraderStrategy(bt.Strategy):
 
     Params:
         model_name, model_version: the registered model (version number, alias or "latest"),
-            loaded with training.registry.load_forecaster, the bundle the API serves.
-        forecaster: a Forecaster object to use instead of a registry lookup (walk-forward).
+            loaded with training.tracking.load_model, the bundle the API serves.
+        forecaster: a Forecaster object to use instead of a registry lookup.
+        forecast: precomputed per-bar forecasts (`forecast_table`) indexed by bar time and
+            covering every bar of the data; no model is loaded (walk-forward passes these).
         history: candles just before the backtest data; their last sequence_length - 1 bars
             give the first bars of the data full windows (they are never traded).
         entry_threshold: extra predicted return required above the round-trip cost
             2 * (commission + slippage) before entering.
         exit_threshold: a long exits when the predicted return drops below this (a short when
             it rises above minus this).
-        min_confidence: skip entries whose directional_confidence is below this (0..1).
+        min_confidence: skip entries whose signals.directional_confidence is below this (0..1).
         position_size: fraction of portfolio value to commit, in (0, 1], net of fees.
         scale_by_confidence: multiply position_size by 2 * confidence - 1.
     Shorts are entered only when the engine allows shorting.
@@ -74,6 +59,7 @@ class MLBacktraderStrategy(bt.Strategy):
         ("model_name", "lstm_price_forecast"),
         ("model_version", "latest"),
         ("forecaster", None),
+        ("forecast", None),
         ("history", None),
         ("entry_threshold", 0.0),
         ("exit_threshold", 0.0),
@@ -84,6 +70,7 @@ class MLBacktraderStrategy(bt.Strategy):
     param_types = {
         "model_version": (str, int),
         "forecaster": (Forecaster, NoneType),
+        "forecast": (pd.DataFrame, NoneType),
         "history": (pd.DataFrame, NoneType),
     }
 
@@ -100,18 +87,29 @@ class MLBacktraderStrategy(bt.Strategy):
         self.order = None
 
     def start(self) -> None:
-        forecast = precompute_forecasts(self.load_model(), self.candles(), self.p.history)
+        forecast = self.forecasts(self.candles())
         self.predicted_return = forecast["predicted_return"]
         self.confidence = forecast["confidence"]
         self.read_costs()
+
+    def forecasts(self, candles: pd.DataFrame) -> dict[str, np.ndarray]:
+        """Per-bar forecasts: the `forecast` param's rows for these bars, else the model's."""
+        if self.p.forecast is not None:
+            return align_forecast(self.p.forecast, candles.index)
+        return precompute_forecasts(self.load_model(), candles, self.p.history)
 
     def load_model(self) -> Forecaster:
         """The `forecaster` param, else the registered model; refuses multi-asset models."""
         forecaster = self.p.forecaster
         if forecaster is None:
-            from training.registry import load_forecaster
+            from training.tracking import load_model
 
-            forecaster, _ = load_forecaster(self.p.model_name, self.p.model_version)
+            forecaster, _ = load_model(self.p.model_name, self.p.model_version)
+        if not hasattr(forecaster, "forecast"):
+            raise TypeError(
+                f"registered model {self.p.model_name!r} is a {type(forecaster).__name__}, "
+                "not a price forecaster"
+            )
         if len(forecaster.symbols) != 1:
             raise ValueError(
                 f"the model forecasts from {len(forecaster.symbols)} symbols "
@@ -208,3 +206,28 @@ def precompute_forecasts(
         result["predicted_return"], result["lower_return"], result["upper_return"]
     )
     return result
+
+
+def forecast_table(forecaster: Forecaster, candles: pd.DataFrame) -> pd.DataFrame:
+    """`precompute_forecasts` as a DataFrame indexed by bar time: the `forecast` parameter of
+    MLBacktraderStrategy, which can then backtest any stretch of these bars without a model."""
+    return pd.DataFrame(precompute_forecasts(forecaster, candles), index=candles.index)
+
+
+def align_forecast(forecast: pd.DataFrame, index: pd.DatetimeIndex) -> dict[str, np.ndarray]:
+    """The rows of a `forecast_table` for the bars in `index`, as arrays per column.
+
+    Raises:
+        ValueError: a column is missing, or some bar has no row.
+    """
+    missing = [c for c in FORECAST_COLUMNS if c not in forecast.columns]
+    if missing:
+        raise ValueError(f"forecast lacks columns {missing}; make it with forecast_table")
+    absent = index.difference(forecast.index)
+    if len(absent):
+        raise ValueError(
+            f"forecast has no row for {len(absent)} of the {len(index)} bars (first {absent[0]}); "
+            "make it with forecast_table over the backtest data"
+        )
+    rows = forecast.loc[index]
+    return {c: rows[c].to_numpy(dtype=np.float64) for c in FORECAST_COLUMNS}

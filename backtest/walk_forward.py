@@ -9,27 +9,55 @@ window), so many tasks never race on one SQLite file.
 from __future__ import annotations
 
 import math
-import statistics
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import mlflow
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from backtest.engine import BacktestResult, BacktraderEngine, check_strategy_params
-from backtest.report import log_metrics, plot_walk_forward, save_figure, select_experiment
-from backtest.strategies import MLBacktraderStrategy
+from backtest.engine import BacktraderEngine, check_strategy_params
+from backtest.report import log_metrics, plot_walk_forward, save_figure
+from backtest.results import BacktestResult, WalkForwardResult, summarize
+from backtest.strategies import MLBacktraderStrategy, forecast_table
 from backtest.windows import WalkForwardError, WalkForwardWindow, make_windows
 from training.bundle import Forecaster
 from training.config import ModelConfig
 from training.dataset import bars_needed
 from training.fit import fit_forecaster
-from training.models import get_model_spec
+from training.models import get_model_spec, model_type_of
 from training.validation import validate_ohlcv
+
+__all__ = ["WalkForwardAnalyzer", "WalkForwardResult", "as_model_config", "run_window", "summarize"]
+
+
+def as_model_config(model_config: ModelConfig | Mapping | None) -> ModelConfig:
+    """The typed config every window's model is trained with.
+
+    Args:
+        model_config: a model config object (e.g. LSTMModelConfig(sequence_length=48)); None
+            for the LSTM's defaults; or, as in earlier versions, a mapping
+            {"model_type": "lstm", **config fields} (model_type defaults to "lstm").
+
+    Raises:
+        ValueError: unknown model type or config keys.
+        TypeError: anything else.
+    """
+    if model_config is None:
+        return get_model_spec("lstm").config_class()
+    if isinstance(model_config, ModelConfig):
+        return model_config
+    if isinstance(model_config, Mapping):
+        values = dict(model_config)
+        model_type = values.pop("model_type", "lstm")  # the mapping form names its model type
+        return get_model_spec(model_type).config_class.from_dict(values)
+    raise TypeError(
+        "model_config must be a model config (e.g. LSTMModelConfig(...)), a mapping or None, "
+        f"got {type(model_config).__name__}"
+    )
 
 
 def _bundle_bytes(forecaster: Forecaster) -> dict[str, bytes]:
@@ -45,24 +73,49 @@ def _load_bundle(files: dict[str, bytes]) -> Forecaster:
         return Forecaster.load(tmp, device="cpu")
 
 
+@dataclass(frozen=True)
+class WindowOutcome:
+    """What one window's task returns to the driver (which alone talks to MLflow)."""
+
+    window: WalkForwardWindow
+    train: BacktestResult
+    test: BacktestResult
+    model_metrics: dict[str, float]
+    bundle: dict[str, bytes]  # the model bundle's files, name -> bytes
+    seconds: float
+
+
+def window_params(
+    strategy: type, params: dict, forecaster: Forecaster, train: pd.DataFrame, test: pd.DataFrame
+) -> tuple[dict, dict]:
+    """Strategy parameters for the in-sample and the out-of-sample backtest of one window.
+
+    A strategy taking `forecast` gets the window's forecasts, made in one batched call over
+    train + test (the test bars' windows reach back into the training bars, as `history` does);
+    otherwise it gets the `forecaster` (and the training bars as `history` where it takes it).
+    """
+    keys = strategy.params._getkeys()
+    if "forecast" in keys:
+        table = forecast_table(forecaster, pd.concat([train, test]))
+        return {**params, "forecast": table}, {**params, "forecast": table}
+    given = {**params, "forecaster": forecaster}
+    return given, {**given, "history": train} if "history" in keys else given
+
+
 def run_window(
     candles: pd.DataFrame,
     window: WalkForwardWindow,
-    model_type: str,
-    overrides: dict,
+    config: ModelConfig,
     strategy: type,
     strategy_params: dict,
     engine: BacktraderEngine,
     symbol: str,
     torch_threads: int | None = None,
-) -> dict:
+) -> WindowOutcome:
     """Train on the window's training period, backtest in and out of sample.
 
-    Runs as a Ray task or in-process; touches no MLflow state.
-
-    Returns:
-        window, train and test BacktestResults, model_metrics, bundle (file name -> bytes)
-        and seconds.
+    Runs as a Ray task or in-process; touches no MLflow state. `candles` were validated once by
+    the analyzer and are not checked again.
     """
     if torch_threads:
         import torch
@@ -70,33 +123,16 @@ def run_window(
         torch.set_num_threads(torch_threads)  # tasks sharing a node must not oversubscribe
     began = time.perf_counter()
     train, test = window.slices(candles)
-    fit = fit_forecaster({symbol: train}, model_type, overrides, show_progress=False)
-    params = {**strategy_params, "forecaster": fit.forecaster}
-    in_sample = engine.run_backtest(train, strategy, params)
-    history = {"history": train} if "history" in strategy.params._getkeys() else {}
-    out_of_sample = engine.run_backtest(test, strategy, {**params, **history})
-    return {
-        "window": window,
-        "train": in_sample,
-        "test": out_of_sample,
-        "model_metrics": fit.metrics,
-        "bundle": _bundle_bytes(fit.forecaster),
-        "seconds": time.perf_counter() - began,
-    }
-
-
-@dataclass
-class WalkForwardResult:
-    """Per-window results, their summary and the MLflow parent run; readable as a mapping."""
-
-    windows: list[dict]
-    summary: dict
-    run_id: str
-    seconds: float
-    report_path: Path | None = None
-
-    def __getitem__(self, key: str):
-        return getattr(self, key)
+    fit = fit_forecaster({symbol: train}, config, show_progress=False)
+    in_params, out_params = window_params(strategy, strategy_params, fit.forecaster, train, test)
+    return WindowOutcome(
+        window=window,
+        train=engine.run_validated(train, strategy, in_params),
+        test=engine.run_validated(test, strategy, out_params),
+        model_metrics=dict(fit.metrics),
+        bundle=_bundle_bytes(fit.forecaster),
+        seconds=time.perf_counter() - began,
+    )
 
 
 @dataclass(frozen=True)
@@ -129,21 +165,20 @@ class WalkForwardAnalyzer:
     output_dir: str | None = None
 
     def plan(
-        self, data: pd.DataFrame, model_config: dict | None = None
-    ) -> tuple[pd.DataFrame, list[WalkForwardWindow], str, dict]:
-        """Validate inputs and lay out the windows without training anything.
+        self, data: pd.DataFrame, model_config: ModelConfig | Mapping | None = None
+    ) -> tuple[pd.DataFrame, list[WalkForwardWindow], ModelConfig]:
+        """Validate the candles (the only time they are) and the config, and lay out the windows
+        without training anything.
 
         Returns:
-            (validated candles, windows, model_type, config overrides).
+            (validated candles, windows, the typed model config).
         """
         candles = validate_ohlcv(data, source="walk-forward data")
-        overrides = dict(model_config or {})
-        model_type = overrides.pop("model_type", "lstm")
-        spec = get_model_spec(model_type)
-        if spec.multi_asset:
+        config = as_model_config(model_config)
+        model_type = model_type_of(config)
+        if get_model_spec(model_type).multi_asset:
             raise WalkForwardError(f"{model_type} needs several symbols; walk-forward uses one")
-        spec.config_class.from_dict(overrides)  # unknown keys fail here, not in every task
-        seq = int(overrides.get("sequence_length", ModelConfig.sequence_length))
+        seq = config.sequence_length
         windows = make_windows(
             candles.index, self.train_period_days, self.test_period_days, self.step_days
         )
@@ -167,13 +202,13 @@ class WalkForwardAnalyzer:
                     f"({math.ceil(need_bars / per_day)} days at this interval) and 2 test bars: "
                     "lengthen train_period_days or shorten sequence_length"
                 )
-        return candles, windows, model_type, overrides
+        return candles, windows, config
 
     def analyze(
         self,
         data: pd.DataFrame,
         strategy: type = MLBacktraderStrategy,
-        model_config: dict | None = None,
+        model_config: ModelConfig | Mapping | None = None,
         strategy_params: dict | None = None,
         symbol: str = "asset",
         run_name: str | None = None,
@@ -181,44 +216,45 @@ class WalkForwardAnalyzer:
         """Retrain and backtest every window, log them to MLflow and summarise.
 
         Args:
-            data: candles of one symbol.
-            strategy: a backtrader Strategy class taking a `forecaster` parameter.
-            model_config: {"model_type": "lstm", **config overrides} for training.
-            strategy_params: parameters of the strategy (the forecaster is set per window).
+            data: candles of one symbol, e.g. the guide's `historical_data` from the bundled
+                candles: `training.data.load_data("BTC/USDT", days_back=None, data_path="sample")`.
+            strategy: a backtrader Strategy class taking a `forecast` parameter (each window's
+                precomputed forecasts, as MLBacktraderStrategy does) or a `forecaster` one.
+            model_config: the model trained per window, e.g. LSTMModelConfig(sequence_length=48,
+                epochs=2); None: the LSTM's defaults (see `as_model_config` for the mapping form).
+            strategy_params: parameters of the strategy (the model is set per window).
             symbol: the symbol's name, recorded in each model.
             run_name: MLflow name of the parent run.
 
         Returns:
             WalkForwardResult with windows (dates, train and test metrics, the window's
-            MLflow run) and summary (train, test, degradation).
+            MLflow run) and summary (train, test, degradation); a mapping too, so
+            `results["summary"]["test"]["avg_return"]` works.
         """
         params = dict(strategy_params or {})
         check_strategy_params(strategy, params)
-        if "forecaster" not in strategy.params._getkeys():
+        if not {"forecaster", "forecast"} & set(strategy.params._getkeys()):
             raise WalkForwardError(
                 f"{strategy.__name__} takes no `forecaster` parameter; walk-forward passes each "
-                "window's model that way (see MLBacktraderStrategy)"
+                "window's model that way, or its forecasts as `forecast` (see "
+                "MLBacktraderStrategy)"
             )
-        candles, windows, model_type, overrides = self.plan(data, model_config)
-        from training.tracking import setup_tracking
-        from training.train import log_forecaster
+        candles, windows, config = self.plan(data, model_config)
+        from training.tracking import log_model, setup_tracking, start_run
 
         setup_tracking()
-        select_experiment(self.experiment_name)
         began = time.perf_counter()
-        args = (model_type, overrides, strategy, params, self.engine, symbol)
         rows = []
         nested = mlflow.active_run() is not None
-        with mlflow.start_run(run_name=run_name or "walk_forward", nested=nested) as parent:
-            mlflow.log_params(self._params(model_type, overrides, params, symbol, len(windows)))
+        with start_run(self.experiment_name, run_name or "walk_forward", nested=nested) as parent:
+            mlflow.log_params(self._params(config, params, symbol, len(windows)))
             progress = tqdm(
                 total=len(windows), desc="walk-forward windows", disable=not self.show_progress
             )
+            args = (config, strategy, params, self.engine, symbol)
             for outcome in self._outcomes(candles, windows, args):
-                with mlflow.start_run(
-                    run_name=f"window_{outcome['window'].index:02d}", nested=True
-                ):
-                    rows.append(self._log_window(outcome, log_forecaster))
+                with mlflow.start_run(run_name=f"window_{outcome.window.index:02d}", nested=True):
+                    rows.append(self._log_window(outcome, log_model))
                 progress.update(1)
             progress.close()
             rows.sort(key=lambda r: r["index"])
@@ -245,8 +281,9 @@ class WalkForwardAnalyzer:
             return
         import ray
 
-        if not ray.is_initialized():
-            ray.init()  # a local instance, or the cluster named by RAY_ADDRESS
+        from training.cluster import ensure_ray
+
+        ensure_ray()  # a local instance, or the cluster named by RAY_ADDRESS
         task = ray.remote(run_window).options(
             num_cpus=self.num_cpus_per_task, num_gpus=self.num_gpus_per_task, max_retries=0
         )
@@ -260,7 +297,7 @@ class WalkForwardAnalyzer:
             for ref in pending:
                 ray.cancel(ref)
 
-    def _params(self, model_type, overrides, strategy_params, symbol, n_windows) -> dict:
+    def _params(self, config: ModelConfig, strategy_params, symbol, n_windows) -> dict:
         """Run parameters, all prefixed `wf_` so they never clash with those `mlflow run`
         logs for the MLproject entry into the same run."""
         safe = {k: v for k, v in strategy_params.items() if isinstance(v, (str, int, float))}
@@ -269,24 +306,22 @@ class WalkForwardAnalyzer:
             "test_period_days": self.test_period_days,
             "step_days": self.step_days,
             "num_windows": n_windows,
-            "model_type": model_type,
+            "model_type": model_type_of(config),
             "symbol": symbol,
             "parallel": self.parallel,
             "num_cpus_per_task": self.num_cpus_per_task,
             "num_gpus_per_task": self.num_gpus_per_task,
             "torch_threads": self.torch_threads,
             **{f"engine_{k}": v for k, v in asdict(self.engine).items()},
-            **{f"model_{k}": v for k, v in overrides.items()},
+            **{f"model_{k}": v for k, v in config.to_dict().items()},
             **{f"strategy_{k}": v for k, v in safe.items()},
         }
         return {f"wf_{k}": v for k, v in params.items()}
 
     @staticmethod
-    def _log_window(outcome: dict, log_forecaster) -> dict:
+    def _log_window(outcome: WindowOutcome, log_model) -> dict:
         """Log one window as the active nested run; returns its row for the results."""
-        window = outcome["window"]
-        train: BacktestResult = outcome["train"]
-        test: BacktestResult = outcome["test"]
+        window, train, test = outcome.window, outcome.train, outcome.test
         dates = {
             "train_start": str(window.train_start),
             "train_end": str(window.train_end),
@@ -299,11 +334,11 @@ class WalkForwardAnalyzer:
                 **{f"train_{k}": v for k, v in train.metrics.items()},
                 **{f"test_{k}": v for k, v in test.metrics.items()},
                 **{f"test_benchmark_{k}": v for k, v in test.benchmark.items()},
-                **{f"model_test_{k}": v for k, v in outcome["model_metrics"].items()},
-                "seconds": outcome["seconds"],
+                **{f"model_test_{k}": v for k, v in outcome.model_metrics.items()},
+                "seconds": outcome.seconds,
             }
         )
-        info = log_forecaster(_load_bundle(outcome["bundle"]))
+        info = log_model(_load_bundle(outcome.bundle))
         return {
             "index": window.index,
             **dates,
@@ -312,50 +347,8 @@ class WalkForwardAnalyzer:
             "train": train.metrics,
             "test": test.metrics,
             "test_benchmark": test.benchmark,
-            "model_metrics": outcome["model_metrics"],
+            "model_metrics": outcome.model_metrics,
             "run_id": mlflow.active_run().info.run_id,
             "model_uri": info.model_uri,
-            "seconds": outcome["seconds"],
+            "seconds": outcome.seconds,
         }
-
-
-def summarize(rows: list[dict]) -> dict:
-    """Average in-sample (train) and out-of-sample (test) metrics and their degradation.
-
-    avg_return_degradation compares like with like: each window's in-sample return is first
-    compounded down to the test period's length (train periods are longer), then the
-    out-of-sample return is subtracted; percentage points, averaged over windows.
-    avg_sharpe_degradation is train avg_sharpe - test avg_sharpe (both annualised).
-    """
-
-    def side(key: str) -> dict:
-        metrics = [r[key] for r in rows]
-
-        def mean(name: str) -> float:
-            return float(statistics.fmean(m[name] for m in metrics))
-
-        return {
-            "avg_return": mean("total_return_pct"),
-            "avg_sharpe": mean("sharpe_ratio"),
-            "avg_sortino": mean("sortino_ratio"),
-            "avg_max_drawdown": mean("max_drawdown_pct"),
-            "avg_win_rate": mean("win_rate"),
-            "avg_exposure": mean("exposure_pct"),
-            "total_trades": int(sum(m["num_trades"] for m in metrics)),
-        }
-
-    train, test = side("train"), side("test")
-    test["avg_benchmark_return"] = float(
-        statistics.fmean(r["test_benchmark"]["total_return_pct"] for r in rows)
-    )
-    test["profitable_windows"] = float(np.mean([r["test"]["total_return_pct"] > 0 for r in rows]))
-    scaled = [
-        ((1 + r["train"]["total_return_pct"] / 100) ** (r["test_bars"] / r["train_bars"]) - 1) * 100
-        - r["test"]["total_return_pct"]
-        for r in rows
-    ]
-    degradation = {
-        "avg_return_degradation": float(statistics.fmean(scaled)),
-        "avg_sharpe_degradation": train["avg_sharpe"] - test["avg_sharpe"],
-    }
-    return {"train": train, "test": test, "degradation": degradation}

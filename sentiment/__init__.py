@@ -1,10 +1,10 @@
-"""News sentiment: a transformers model the project fine-tunes itself, news sources, and hybrid
-ML + sentiment signals for the API and backtests."""
+"""News sentiment: a transformers model the project fine-tunes itself, news sources, the
+aggregate, and `SentimentMLStrategy` (hybrid signals by the rule in `signals`)."""
 
-from sentiment.hybrid import HybridWeights, combine_signal
 from sentiment.model import SentimentAnalyzer, SentimentModelError
 from sentiment.news import NewsInputError, NewsSourceError
 from sentiment.strategy import SentimentMLStrategy
+from signals import HybridWeights, combine_signal
 
 __all__ = [
     "HybridWeights",

@@ -1,5 +1,5 @@
 """`SentimentMLStrategy`: the hybrid signal from a registered price forecaster and news
-sentiment, by the rule in `sentiment.hybrid` (the same function the HTTP API calls)."""
+sentiment, by the rule in `signals` (the same function the HTTP API calls)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import threading
 import numpy as np
 import pandas as pd
 
-from sentiment.hybrid import HybridWeights, combine_signal
 from sentiment.model import SentimentAnalyzer
 from sentiment.sources import NewsFileCache, NewsSettings, find_headlines, symbol_sentiment
+from signals import HybridWeights, combine_signal
 from training.bundle import Forecaster
 
 
@@ -50,12 +50,13 @@ class SentimentMLStrategy:
 
     def forecaster(self, model_name: str, version: str | int = "latest") -> tuple[Forecaster, int]:
         """The registered forecaster and its version number (cached per resolved version)."""
-        from training.registry import load_forecaster, resolve_version
+        from training.registry import resolve_version
+        from training.tracking import load_model
 
         key = (model_name, str(resolve_version(model_name, version).version))
         with self._lock:
             if key not in self._forecasters:
-                self._forecasters[key], _ = load_forecaster(*key)
+                self._forecasters[key], _ = load_model(*key)
             return self._forecasters[key], int(key[1])
 
     def sentiment(self, symbol: str, headlines=None, as_of: pd.Timestamp | None = None) -> dict:
@@ -98,7 +99,7 @@ class SentimentMLStrategy:
         self,
         symbol: str,
         sequences,
-        model_name: str = ("lstm_price_forecast"),
+        model_name: str = "lstm_price_forecast",
         headlines=None,
         model_version: str | int = "latest",
         as_of: pd.Timestamp | None = None,
@@ -108,7 +109,7 @@ class SentimentMLStrategy:
         Returns:
             signal, confidence, price_prediction, predicted_return, sentiment_score, ml_score,
             weights (as used), configured_weights, sentiment (the aggregate), model name and
-            version; see `sentiment.hybrid` for the rule.
+            version; see `signals` for the rule.
         """
         return await asyncio.to_thread(
             self.signal, symbol, sequences, model_name, headlines, model_version, as_of

@@ -19,11 +19,14 @@ from backtest import (
     StrategyParamError,
 )
 from backtest import run as cli
-from backtest.strategies import precompute_forecasts
+from backtest.strategies import forecast_table, precompute_forecasts
 from training.bundle import Forecaster
 from training.data import load_data
-from training.registry import ModelNotFoundError, load_forecaster
-from training.train import TrainSettings, train_model
+from training.experiment import train_model
+from training.models.lstm import LSTMModelConfig
+from training.registry import ModelNotFoundError
+from training.specs import DataSpec, TrainSettings
+from training.tracking import load_model
 
 MODEL = "bt_tiny_lstm"
 FREE = BacktraderEngine(commission=0.0, slippage=0.0)
@@ -32,10 +35,10 @@ FREE = BacktraderEngine(commission=0.0, slippage=0.0)
 @pytest.fixture(scope="module")
 def registered(tracking):
     settings = TrainSettings(
+        data=DataSpec(days_back=30),
+        config=LSTMModelConfig(epochs=1, sequence_length=24, hidden_units=8),
         model_name=MODEL,
-        days_back=30,
         experiment_name="backtest_tests",
-        overrides={"epochs": 1, "sequence_length": 24, "hidden_size": 8},
     )
     return train_model(settings)
 
@@ -47,7 +50,7 @@ def bars():
 
 @pytest.fixture(scope="module")
 def forecaster(registered):
-    return load_forecaster(MODEL, "latest")[0]
+    return load_model(MODEL, "latest")[0]
 
 
 def test_registered_model_backtest_forecasts_once_and_trades(registered, bars, monkeypatch):
@@ -60,7 +63,7 @@ def test_registered_model_backtest_forecasts_once_and_trades(registered, bars, m
 
     monkeypatch.setattr(Forecaster, "forecast", counting)
     result = FREE.run_backtest(
-        bars, MLBacktraderStrategy, {"model_name": MODEL, "model_version": registered["version"]}
+        bars, MLBacktraderStrategy, {"model_name": MODEL, "model_version": registered.version}
     )
     assert calls == [len(bars) - 24 + 1]  # one batched call: a window for every bar from 23 on
     assert result.metrics["num_trades"] >= 2
@@ -68,6 +71,30 @@ def test_registered_model_backtest_forecasts_once_and_trades(registered, bars, m
     assert len(result.equity_curve) == len(bars)
     # Nothing can be decided before the first full window (bar 23), so no fill before bar 24.
     assert min(f["bar"] for f in result.fills) >= 24
+
+
+def test_the_guides_call_and_result_keys(registered, bars):
+    engine = BacktraderEngine(initial_cash=10000, commission=0.001)
+    results = engine.run_backtest(
+        data=bars,
+        strategy=MLBacktraderStrategy,
+        strategy_params={"model_name": MODEL, "model_version": "latest"},
+    )
+    assert f"{results['total_return_pct']:.2f}" and f"{results['metrics']['sharpe_ratio']:.2f}"
+    assert "benchmark" in results and results.get("trades") == results.trades
+
+
+def test_a_precomputed_forecast_table_trades_like_the_model(forecaster, bars):
+    table = forecast_table(forecaster, bars)
+    via_model = FREE.run_backtest(bars, MLBacktraderStrategy, {"forecaster": forecaster})
+    via_table = FREE.run_backtest(bars, MLBacktraderStrategy, {"forecast": table})
+    assert via_table.fills == via_model.fills and via_table.fills
+    # A later stretch reads its rows by time: its first bars have forecasts at once.
+    later = FREE.run_backtest(bars.iloc[200:], MLBacktraderStrategy, {"forecast": table})
+    first_up = np.flatnonzero(table["predicted_return"].to_numpy()[200:] > 0)[0]
+    assert later.fills[0]["bar"] == first_up + 1
+    with pytest.raises(ValueError, match="forecast has no row for 5 of the"):
+        FREE.run_backtest(bars, MLBacktraderStrategy, {"forecast": table.iloc[5:]})
 
 
 def test_decisions_never_use_later_candles(forecaster, bars):
@@ -161,6 +188,26 @@ def test_cli_backtest_logs_run_and_writes_equity_png(registered, tmp_path, capsy
     assert {"equity_curve.png", "trades.json"} <= artifacts
     with pytest.raises(ModelNotFoundError):
         cli.main(["backtest", "--model-name", "missing_model", "--days-back", "10"])
+
+
+def test_backtest_job_takes_typed_settings_and_returns_a_typed_result(registered):
+    from backtest.jobs import run_backtest_job
+    from backtest.settings import BacktestSettings, StrategySettings
+
+    settings = BacktestSettings(
+        data=DataSpec(days_back=10),
+        model_name=MODEL,
+        engine=FREE,
+        strategy=StrategySettings(min_confidence=0.5),
+        experiment_name="backtest_tests",
+        output_dir=None,
+    )
+    result = run_backtest_job(settings)
+    assert result.model_version == 1 and result.report_path is None
+    params = mlflow.get_run(result.run_id).data.params
+    assert params["strategy_min_confidence"] == "0.5" and params["strategy_model_version"] == "1"
+    assert params["engine_interval"] == "1h"  # the engine annualises at the data's interval
+    assert result.to_dict()["sharpe_ratio"] == result.metrics["sharpe_ratio"]
 
 
 @pytest.mark.slow

@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 
 from backtest import BacktraderEngine, MLBacktraderStrategy, WalkForwardAnalyzer, WalkForwardError
-from backtest.walk_forward import summarize
+from backtest.walk_forward import as_model_config, summarize
 from backtest.windows import make_windows
 from training.data import load_data
+from training.models.lstm import LSTMModelConfig
+from training.models.transformer import TransformerConfig
 
 from .test_engine import SmaCross
 
@@ -113,6 +115,56 @@ def test_two_windows_on_ray_with_nested_mlflow_runs(ray_cluster, tracking, bars,
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"walk_forward.png", "walk_forward.json"} <= artifacts
     assert (tmp_path / "walk_forward.png").stat().st_size > 10_000
+
+
+def test_model_config_may_be_typed_a_mapping_or_none(bars):
+    typed = LSTMModelConfig(sequence_length=16, epochs=1, hidden_units=8)
+    assert as_model_config(TINY) == typed  # the mapping form, legacy names included
+    assert as_model_config(None) == LSTMModelConfig()
+    assert as_model_config(TransformerConfig(sequence_length=24)).sequence_length == 24
+    with pytest.raises(TypeError, match="model_config must be a model config"):
+        as_model_config(["lstm"])
+    analyzer = WalkForwardAnalyzer(train_period_days=10, test_period_days=3, step_days=3)
+    candles, windows, config = analyzer.plan(bars, typed)
+    assert config is typed and len(windows) == 10 and candles.index.equals(bars.index)
+    with pytest.raises(WalkForwardError, match="cnn_lstm needs several symbols"):
+        analyzer.plan(bars, {"model_type": "cnn_lstm"})
+
+
+def test_typed_config_in_process_validates_candles_once(tracking, bars, monkeypatch):
+    """The guide's call with a typed config: one window, sequential, results read as mappings."""
+    import backtest.engine
+    import backtest.strategies
+    import backtest.walk_forward
+
+    checked = []
+    for module in (backtest.engine, backtest.strategies, backtest.walk_forward):
+        original = module.validate_ohlcv
+
+        def counting(df, source="data", original=original):
+            checked.append(source)
+            return original(df, source)
+
+        monkeypatch.setattr(module, "validate_ohlcv", counting)
+    analyzer = WalkForwardAnalyzer(
+        train_period_days=10,
+        test_period_days=3,
+        step_days=3,
+        parallel=False,
+        experiment_name="wf_typed",
+        show_progress=False,
+    )
+    results = analyzer.analyze(
+        data=bars.iloc[: 13 * 24],
+        strategy=MLBacktraderStrategy,
+        model_config=LSTMModelConfig(sequence_length=16, epochs=1, hidden_units=8),
+    )
+    assert checked == ["walk-forward data"]
+    assert len(results["windows"]) == 1 and "summary" in results and "benchmark" not in results
+    assert isinstance(results["summary"]["test"]["avg_return"], float)
+    assert "avg_return_degradation" in results.get("summary")["degradation"]
+    params = mlflow.get_run(results["run_id"]).data.params
+    assert params["wf_model_type"] == "lstm" and params["wf_model_hidden_units"] == "8"
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from backtest import BacktraderEngine
-from sentiment.backtest_strategy import HybridBacktraderStrategy, bar_close_times
+from backtest.hybrid_strategy import HybridBacktraderStrategy, bar_close_times
 from training.data import load_data
 
 BULLISH = {"score": 1.0, "confidence": 1.0}

@@ -1,5 +1,5 @@
 """SentimentMLStrategy: the seed guide's hybrid API on a registered forecaster and the tiny
-sentiment model; the answer must be combine_signal of the forecast and the aggregate."""
+sentiment model; the answer must be signals.combine_signal of the forecast and the aggregate."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sentiment import SentimentMLStrategy, combine_signal
+from sentiment import SentimentMLStrategy
 from sentiment.aggregate import aggregate_scores
-from sentiment.hybrid import HybridWeights
 from sentiment.sources import NewsSettings
+from signals import HybridWeights, combine_signal
 from training.data import load_data
 from training.features import sliding_windows
-from training.registry import load_forecaster
+from training.tracking import load_model
 
 AS_OF = pd.Timestamp("2024-03-01T12:00Z")
 HEADLINES = [
@@ -26,7 +26,7 @@ HEADLINES = [
 
 @pytest.fixture(scope="module")
 def sequences(forecaster_name):
-    forecaster, _ = load_forecaster(forecaster_name)
+    forecaster, _ = load_model(forecaster_name)
     candles = load_data("BTC/USDT", data_path="sample", days_back=10)
     return sliding_windows(candles.to_numpy(), forecaster.sequence_length)[-3:].tolist()
 
@@ -49,7 +49,7 @@ def test_hybrid_signal_is_the_rule_on_forecast_and_sentiment(analyzer, forecaste
         )
     )
     # recompute independently: the forecaster's last window, the analyzer's scores
-    forecaster, _ = load_forecaster(forecaster_name)
+    forecaster, _ = load_model(forecaster_name)
     last = forecaster.predict(np.asarray(sequences)).iloc[-1]
     rows = analyzer.analyze([h["title"] for h in HEADLINES])
     score, confidence, n = aggregate_scores(

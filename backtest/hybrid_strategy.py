@@ -1,9 +1,9 @@
 """The hybrid strategy for `backtest.BacktraderEngine`: the registered forecaster's per-bar
-forecast blended with news sentiment by `sentiment.hybrid.combine_signal`, the API's rule.
+forecast blended with news sentiment by `signals.hybrid_series`, the API's rule bar by bar.
 
 At bar t (decided at its close, filled at t+1's open) sentiment uses only headlines published
 strictly before bar t closed (`sentiment.aggregate.sentiment_series`); forecasts use only the
-window ending at bar t (`backtest.strategies.precompute_forecasts`).
+window ending at bar t (`MLBacktraderStrategy.forecasts`: precomputed, or one batched call).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from types import NoneType
 import numpy as np
 import pandas as pd
 
-from backtest.strategies import MLBacktraderStrategy, precompute_forecasts
+from backtest.strategies import MLBacktraderStrategy
 from sentiment.aggregate import AggregateSettings, sentiment_series
-from sentiment.hybrid import BUY, HOLD, SELL, HybridWeights, combine_signal
 from sentiment.model import SentimentAnalyzer
+from signals import BUY, HOLD, SELL, HybridWeights, hybrid_series
 
 SIGNAL_COLUMNS = (
     "predicted_return",
@@ -72,41 +72,33 @@ def score_headlines(headlines: pd.DataFrame, analyzer: SentimentAnalyzer | None)
 def hybrid_signals(
     forecast: dict[str, np.ndarray], sentiment: pd.DataFrame, weights: HybridWeights
 ) -> pd.DataFrame:
-    """combine_signal for every bar; bars without a forecast get HOLD.
+    """The hybrid rule for every bar; bars without a forecast get HOLD.
 
     Args:
-        forecast: precompute_forecasts output (predicted_return, lower_return, upper_return).
+        forecast: per-bar forecasts (predicted_return, lower_return, upper_return).
         sentiment: sentiment_series output for the same bars.
         weights: the blend.
     """
-    rows = []
-    for i, (r, lo, hi) in enumerate(
-        zip(
-            forecast["predicted_return"],
-            forecast["lower_return"],
-            forecast["upper_return"],
-            strict=True,
-        )
-    ):
-        s = sentiment.iloc[i]
-        if np.isnan(r):
-            rows.append((r, np.nan, s["score"], s["confidence"], s["n_headlines"], 0.0, 0.0, HOLD))
-            continue
-        # Returns relative to a last close of 1: prediction 1 + r, interval 1 + lo .. 1 + hi.
-        out = combine_signal(r, 1.0 + lo, 1.0 + hi, 1.0 + r, s["score"], s["confidence"], weights)
-        rows.append(
-            (
-                r,
-                out["ml_score"],
-                s["score"],
-                s["confidence"],
-                s["n_headlines"],
-                out["combined_score"],
-                out["confidence"],
-                out["signal"],
-            )
-        )
-    return pd.DataFrame(rows, index=sentiment.index, columns=list(SIGNAL_COLUMNS))
+    score, confidence = sentiment["score"].to_numpy(float), sentiment["confidence"].to_numpy(float)
+    rule = hybrid_series(
+        forecast["predicted_return"],
+        forecast["lower_return"],
+        forecast["upper_return"],
+        score,
+        confidence,
+        weights,
+    )
+    columns = {
+        "predicted_return": forecast["predicted_return"],
+        "ml_score": rule["ml_score"],
+        "sentiment_score": score,
+        "sentiment_confidence": confidence,
+        "n_headlines": sentiment["n_headlines"].to_numpy(),
+        "combined_score": rule["combined_score"],
+        "confidence": rule["confidence"],
+        "signal": rule["signal"],
+    }
+    return pd.DataFrame(columns, index=sentiment.index)[list(SIGNAL_COLUMNS)]
 
 
 class HybridBacktraderStrategy(MLBacktraderStrategy):
@@ -116,7 +108,7 @@ class HybridBacktraderStrategy(MLBacktraderStrategy):
         headlines: DataFrame of published_at (UTC) and title (or pre-computed score and
             confidence); None trades on the forecast alone (sentiment confidence 0).
         analyzer: SentimentAnalyzer for unscored headlines (default: the registered one).
-        sentiment_weight, ml_weight, min_confidence: the hybrid rule (sentiment.hybrid).
+        sentiment_weight, ml_weight, min_confidence: the hybrid rule (signals).
         half_life_hours, max_age_hours, evidence_k: the sentiment aggregate.
         bar_interval: e.g. "1h"; default inferred from the candles' spacing.
     A BUY enters long (or closes a short); a SELL closes a long (or enters a short where the
@@ -142,7 +134,7 @@ class HybridBacktraderStrategy(MLBacktraderStrategy):
 
     def start(self) -> None:
         candles = self.candles()
-        forecast = precompute_forecasts(self.load_model(), candles, self.p.history)
+        forecast = self.forecasts(candles)
         settings = AggregateSettings(
             self.p.half_life_hours, self.p.max_age_hours, self.p.evidence_k
         )

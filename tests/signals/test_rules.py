@@ -1,12 +1,22 @@
-"""The hybrid rule (sentiment.hybrid) on hand-computed cases."""
+"""The forecast-confidence rule and the hybrid rule (signals) on hand-computed cases."""
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
-from sentiment.hybrid import HybridWeights, combine_signal, ml_score
+from signals import (
+    HybridWeights,
+    combine_signal,
+    directional_confidence,
+    forecast_score,
+    hybrid_series,
+    ml_score,
+)
 
 
 def test_ml_score_is_return_over_interval_half_width():
@@ -97,3 +107,48 @@ def test_bad_inputs_are_named(args, message):
 def test_bad_weights_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         HybridWeights(**kwargs)
+
+
+def test_directional_confidence_is_the_share_of_the_interval_agreeing():
+    # +0.2% with interval [-1%, +1.4%]: 1.4 / 2.4 of it above zero
+    assert directional_confidence(0.002, -0.01, 0.014) == pytest.approx(1.4 / 2.4)
+    assert directional_confidence(-0.002, -0.014, 0.01) == pytest.approx(1.4 / 2.4)
+    assert directional_confidence(0.0, -0.01, 0.01) == pytest.approx(0.5)
+    assert directional_confidence(0.01, 0.005, 0.015) == 1.0
+    assert directional_confidence(0.01, 0.01, 0.01) == 1.0  # zero width: fully sure
+
+
+def test_the_score_is_the_signed_confidence_and_clipped_r_over_h_when_symmetric():
+    rng = np.random.default_rng(0)
+    r = rng.normal(0, 0.01, 200)
+    h = rng.uniform(0.001, 0.03, 200)
+    score = forecast_score(r, r - h, r + h)
+    np.testing.assert_allclose(score, np.clip(r / h, -1, 1), atol=1e-12)
+    confidence = directional_confidence(r, r - h, r + h)
+    np.testing.assert_allclose(np.abs(score), 2 * confidence - 1, atol=1e-12)
+    assert np.isnan(forecast_score(np.nan, -0.01, 0.01))
+
+
+def test_the_series_rule_is_combine_signal_bar_by_bar():
+    rng = np.random.default_rng(1)
+    r = rng.normal(0, 0.01, 50)
+    lo, hi = r - 0.01, r + 0.012
+    r[:3] = np.nan  # bars without a forecast
+    s, c = rng.uniform(-1, 1, 50), rng.uniform(0, 1, 50)
+    weights = HybridWeights(min_confidence=0.3)
+    out = hybrid_series(r, lo, hi, s, c, weights)
+    assert list(out["signal"][:3]) == ["HOLD"] * 3 and list(out["confidence"][:3]) == [0.0] * 3
+    for i in range(3, 50):
+        one = combine_signal(r[i], 1 + lo[i], 1 + hi[i], 1 + r[i], s[i], c[i], weights)
+        assert out["signal"][i] == one["signal"]
+        assert out["combined_score"][i] == pytest.approx(one["combined_score"])
+        assert out["ml_score"][i] == pytest.approx(one["ml_score"])
+
+
+def test_signals_is_lightweight():
+    code = (
+        "import sys, signals; "
+        "print(sorted(m for m in ('backtrader', 'torch', 'mlflow', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"  # Serve replicas import it: NumPy only
