@@ -1,24 +1,26 @@
 """The application builder: `serve run deployments.app:build_app`, serve_config.yaml's
-import_path, and `deployments.run` all build the app here.
+import_path, and `deployments.launcher` all build the app here.
 
-Resources are decided from what the cluster reports when the app is built: the model
-deployment asks for a GPU share only where the cluster has GPUs.
+Each deployment is bound with resources decided when the app is built (a GPU share only where
+the cluster has GPUs, see training.cluster), and the ingress receives the handles of the model
+deployment and the sentiment scorer at bind time.
 """
 
-import ray
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve import Application
 
 from deployments.ingress import PredictionAPI
 from deployments.model import ModelDeployment
+from deployments.sentiment import ScorerSettings, SentimentScorer
 from deployments.settings import API_KEY_ENV, DEFAULT_MODEL_NAME, ApiSettings, ModelSettings
+from training.cluster import autoscaling_config, gpu_share
 from training.tracking import tracking_uri as default_tracking_uri
 
 # No `from __future__ import annotations` here: Serve reads build_app's annotation at runtime.
 
 # The ingress writes one structured line per request; Serve's own access lines would double it.
 QUIET = {"enable_access_log": False}
+SCORER_TARGET_ONGOING_REQUESTS = 8  # a scorer request is a transformer forward pass: scale early
 
 
 class AppArgs(BaseModel):
@@ -39,7 +41,7 @@ class AppArgs(BaseModel):
     model_num_cpus: float = Field(0.5, gt=0)
     ingress_num_cpus: float = Field(0.25, gt=0)
     gpus_per_model_replica: float = Field(
-        0.5, ge=0, description="Used only if the cluster has GPUs"
+        0.5, ge=0, description="Used only if the cluster has GPUs; the scorer asks half of it"
     )
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(2, ge=1)
@@ -47,25 +49,18 @@ class AppArgs(BaseModel):
     max_sequences: int = ApiSettings.model_fields["max_sequences"].default
     max_body_bytes: int = ApiSettings.model_fields["max_body_bytes"].default
     api_key_env: str = API_KEY_ENV
-    with_sentiment: bool = False
-    sentiment_settings: dict = Field(
-        default_factory=dict, description="SentimentScorer user_config (ScorerSettings fields)"
+    with_sentiment: bool = Field(
+        True, description="Bind the news sentiment scorer (include_sentiment, /signal)"
+    )
+    sentiment_settings: ScorerSettings = Field(
+        default_factory=ScorerSettings, description="The SentimentScorer's user_config"
     )
     sentiment_num_cpus: float = Field(0.5, gt=0)
 
 
-def cluster_gpus() -> float:
-    """GPUs the cluster reports; before `ray.init` (`serve run module:app` builds first, then
-    starts a local cluster) the GPUs this machine's torch sees."""
-    if ray.is_initialized():
-        return float(ray.cluster_resources().get("GPU", 0.0))
-    return float(torch.cuda.device_count())
-
-
-def model_actor_options(args: AppArgs, gpus_in_cluster: float) -> dict:
+def model_actor_options(args: AppArgs) -> dict:
     """Ray resources of one model replica: a GPU share only where the cluster has GPUs."""
-    gpus = args.gpus_per_model_replica if gpus_in_cluster > 0 else 0.0
-    return {"num_cpus": args.model_num_cpus, "num_gpus": gpus}
+    return {"num_cpus": args.model_num_cpus, "num_gpus": gpu_share(args.gpus_per_model_replica)}
 
 
 def model_settings(args: AppArgs) -> ModelSettings:
@@ -73,41 +68,46 @@ def model_settings(args: AppArgs) -> ModelSettings:
     return ModelSettings(**{name: getattr(args, name) for name in ModelSettings.model_fields})
 
 
+def bind_model(args: AppArgs, tracking_uri: str) -> Application:
+    """The model deployment with its resources, autoscaling and user_config."""
+    return ModelDeployment.options(
+        ray_actor_options=model_actor_options(args),
+        autoscaling_config=autoscaling_config(
+            args.min_replicas, args.max_replicas, args.target_ongoing_requests
+        ),
+        user_config=model_settings(args).model_dump(),
+        logging_config=QUIET,
+    ).bind(tracking_uri)
+
+
+def bind_scorer(args: AppArgs, tracking_uri: str) -> Application:
+    """The sentiment scorer with its own resources (half the model's GPU share, where the
+    cluster has GPUs), autoscaling and user_config."""
+    return SentimentScorer.options(
+        ray_actor_options={
+            "num_cpus": args.sentiment_num_cpus,
+            "num_gpus": gpu_share(args.gpus_per_model_replica / 2),
+        },
+        autoscaling_config=autoscaling_config(
+            args.min_replicas, args.max_replicas, SCORER_TARGET_ONGOING_REQUESTS
+        ),
+        user_config=args.sentiment_settings.model_dump(),
+    ).bind(tracking_uri)
+
+
 def build_app(args: AppArgs | dict | None = None) -> Application:
-    """Build the prediction application: ingress -> model deployment (-> sentiment scorer).
+    """Build the prediction application: ingress -> model deployment and sentiment scorer.
 
     Args:
-        args: AppArgs or a dict of its fields (as in serve_config.yaml).
+        args: AppArgs or a dict of its fields (as in serve_config.yaml); None: every default,
+            which serves the news sentiment too (`with_sentiment: false` leaves it out).
 
     Returns:
         The bound application, ready for `serve.run` or a Serve config.
     """
     args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
     uri = args.tracking_uri or default_tracking_uri()
-    autoscaling = {
-        "min_replicas": args.min_replicas,
-        "initial_replicas": max(args.min_replicas, 1),
-        "max_replicas": max(args.max_replicas, args.min_replicas, 1),
-        "target_ongoing_requests": args.target_ongoing_requests,
-    }
-    model = ModelDeployment.options(
-        ray_actor_options=model_actor_options(args, cluster_gpus()),
-        autoscaling_config=autoscaling,
-        user_config=model_settings(args).model_dump(),
-        logging_config=QUIET,
-    ).bind(uri)
-    sentiment = None
-    if args.with_sentiment:
-        from deployments.sentiment import bind_scorer  # optional part, imported on demand
-
-        sentiment = bind_scorer(
-            uri,
-            args.sentiment_settings,
-            num_cpus=args.sentiment_num_cpus,
-            gpus_per_replica=args.gpus_per_model_replica / 2,
-            min_replicas=args.min_replicas,
-            max_replicas=args.max_replicas,
-        )
+    sentiment = bind_scorer(args, uri) if args.with_sentiment else None
     api_settings = ApiSettings(
         max_sequences=args.max_sequences,
         max_body_bytes=args.max_body_bytes,
@@ -116,8 +116,7 @@ def build_app(args: AppArgs | dict | None = None) -> Application:
     return PredictionAPI.options(
         ray_actor_options={"num_cpus": args.ingress_num_cpus},
         logging_config=QUIET,
-        autoscaling_config={
-            **autoscaling,
-            "target_ongoing_requests": 4 * args.target_ongoing_requests,
-        },
-    ).bind(model, sentiment, api_settings.model_dump(), uri)
+        autoscaling_config=autoscaling_config(
+            args.min_replicas, args.max_replicas, 4 * args.target_ongoing_requests
+        ),
+    ).bind(bind_model(args, uri), sentiment, api_settings.model_dump(), uri)

@@ -13,9 +13,15 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.errors import describe_ragged, install_error_handlers
 from deployments.guard import ApiError, Guard
-from deployments.model import ForecastJob, RegistryUnavailableError, configure_tracking
+from deployments.messages import (
+    ForecastJob,
+    RegistryUnavailableError,
+    SentimentUnavailableError,
+)
+from deployments.replica import configure_tracking
 from deployments.schemas import ErrorBody, PredictRequest, PredictResponse, SignalRequest
 from deployments.settings import ApiSettings
+from signals import HybridWeights, combine_signal
 from training.features import WindowShapeError
 from training.registry import ModelNotFoundError, list_models
 
@@ -123,6 +129,8 @@ class PredictionAPI:
             return await self._require_sentiment().aggregate.remote(body.symbol, headlines)
         except ValueError as exc:  # NewsInputError, raised in the scorer's replica
             raise ApiError(422, "invalid_headlines", str(getattr(exc, "cause", exc))) from None
+        except SentimentUnavailableError as exc:
+            raise ApiError(503, "sentiment_unavailable", str(getattr(exc, "cause", exc))) from None
 
     @api.post("/api/v1/ml/predict", response_model=PredictResponse, responses=ERRORS)
     async def predict(self, body: PredictRequest, request: Request) -> JSONResponse:
@@ -142,8 +150,6 @@ class PredictionAPI:
     @api.post("/api/v1/ml/signal", responses=ERRORS)
     async def signal(self, body: SignalRequest, request: Request) -> JSONResponse:
         """BUY/SELL/HOLD per sequence: the forecast blended with the symbol's news sentiment."""
-        from sentiment.hybrid import HybridWeights, combine_signal
-
         self._require_sentiment()
         try:
             given = {k: v for k in HYBRID_FIELDS if (v := getattr(body, k)) is not None}

@@ -1,58 +1,27 @@
 """The model deployment: registered forecasters loaded on demand, concurrent requests batched
-into one forward pass, per-request interval, feature importance and drift."""
+into one forward and one backward pass per model, per-request interval, feature importance and
+drift."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
-import ray
-import torch
 from ray import serve
 
+from deployments.messages import ForecastJob, RegistryUnavailableError
 from deployments.model_cache import LoadedModel, ModelCache
 from deployments.observability import ModelMetrics
+from deployments.replica import configure_tracking, use_assigned_cpus
 from deployments.settings import ModelSettings
 from training.features import WindowShapeError
 from training.registry import ModelNotFoundError, resolve_version
-from training.tracking import setup_tracking
 
 log = logging.getLogger("ray.serve")
 HEALTH_TTL_S = 5.0
 REGISTRY_TIMEOUT_S = 10.0
-GRAD_CHUNK = 1024  # windows per backward pass, bounding activation memory on huge batches
-
-
-class RegistryUnavailableError(RuntimeError):
-    """The model registry did not answer while resolving or loading a model."""
-
-
-@dataclass(frozen=True)
-class ForecastJob:
-    """One HTTP request's work: raw windows and the model asked for (None: the default)."""
-
-    windows: np.ndarray  # [n, T, 5] float64 raw bars
-    model_name: str | None = None
-    model_version: str | None = None
-
-
-def configure_tracking(tracking_uri: str | None) -> None:
-    """Point this replica's MLflow client at the registry the app was built for."""
-    if tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
-    setup_tracking(check_server=False)  # an unreachable server shows in /health, not a crash
-
-
-def use_assigned_cpus() -> int:
-    """Give torch as many threads as CPUs Ray assigned this replica (at least one)."""
-    assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    threads = max(1, int(assigned))
-    torch.set_num_threads(threads)
-    return threads
 
 
 @serve.deployment(name="ModelDeployment", max_ongoing_requests=64)
@@ -137,47 +106,34 @@ class ModelDeployment:
         return out
 
     def _forecast_group(self, model: LoadedModel, requests: list[np.ndarray]) -> list:
-        """One forward (and one backward for importance) over every request for one model."""
+        """One forward and one backward pass (importance) over every request for one model;
+        each request's windows are checked and normalised once (Forecaster.analyze_many)."""
         start = time.perf_counter()
         forecaster = model.forecaster
-        outputs: list = [None] * len(requests)
-        checked: list[tuple[int, np.ndarray]] = []
-        for i, windows in enumerate(requests):
-            try:
-                checked.append((i, forecaster.pipeline.check_windows(windows)))
-            except WindowShapeError as exc:  # one bad request must not fail its batch mates
-                outputs[i] = WindowShapeError(f"model {model.name!r} v{model.version}: {exc}")
-        if not checked:
-            return outputs
-        arr = np.concatenate([a for _, a in checked])
-        fc = forecaster.forecast(arr)
-        weights = np.concatenate(
-            [
-                forecaster.importance_per_window(arr[i : i + GRAD_CHUNK])
-                for i in range(0, len(arr), GRAD_CHUNK)
-            ]
-        )
         tags = {"model": model.name, "version": str(model.version)}
-        offset = 0
-        for i, a in checked:
-            part = slice(offset, offset + len(a))
-            offset += len(a)
-            drift = forecaster.drift(a)
+        outputs: list = []
+        for found in forecaster.analyze_many(requests):
+            if isinstance(found, WindowShapeError):  # fails its own request, not its batch mates
+                outputs.append(WindowShapeError(f"model {model.name!r} v{model.version}: {found}"))
+                continue
+            forecast, drift = found.forecast, found.drift_report
             self.metrics.drift.set(drift["score"], tags)
-            outputs[i] = {
-                "predictions": fc["prediction"][part].tolist(),
-                "predicted_returns": fc["predicted_return"][part].tolist(),
-                "confidence_intervals": [
-                    {"lower": lo, "upper": up, "confidence": forecaster.confidence}
-                    for lo, up in zip(
-                        fc["lower"][part].tolist(), fc["upper"][part].tolist(), strict=True
-                    )
-                ],
-                "feature_importance": forecaster.importance_shares(weights[part]),
-                "drift": drift,
-                "model_name": model.name,
-                "model_version": model.version,
-            }
+            outputs.append(
+                {
+                    "predictions": forecast["prediction"].tolist(),
+                    "predicted_returns": forecast["predicted_return"].tolist(),
+                    "confidence_intervals": [
+                        {"lower": lo, "upper": up, "confidence": forecaster.confidence}
+                        for lo, up in zip(
+                            forecast["lower"].tolist(), forecast["upper"].tolist(), strict=True
+                        )
+                    ],
+                    "feature_importance": found.feature_importance,
+                    "drift": drift,
+                    "model_name": model.name,
+                    "model_version": model.version,
+                }
+            )
         self.metrics.compute.observe((time.perf_counter() - start) * 1000, tags)
         return outputs
 

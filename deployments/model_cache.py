@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from training.bundle import Forecaster
-from training.registry import load_forecaster, resolve_version
+from training.registry import resolve_version
+from training.tracking import load_model
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class ModelCache:
         capacity: int = 4,
         resolve_ttl_s: float = 10.0,
         resolver: Callable = resolve_version,
-        loader: Callable = load_forecaster,
+        loader: Callable = load_model,
     ) -> None:
         self.capacity = capacity
         self.resolve_ttl_s = resolve_ttl_s

@@ -71,7 +71,7 @@ class PredictResponse(BaseModel):
 
 class SignalRequest(PredictRequest):
     """A forecast request answered with BUY/SELL/HOLD per sequence, blended with news sentiment
-    by the rule of `sentiment.hybrid` (the weights default to HybridWeights')."""
+    by the rule of `signals.rules` (the weights default to HybridWeights')."""
 
     sentiment_weight: float | None = Field(None, ge=0, description="Weight at full confidence")
     ml_weight: float | None = Field(None, ge=0, description="Weight of the price forecast")

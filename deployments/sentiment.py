@@ -11,13 +11,14 @@ from collections import OrderedDict
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
-from ray.serve import Application
 
-from deployments.model import configure_tracking, use_assigned_cpus
+from deployments.messages import SentimentUnavailableError
+from deployments.replica import configure_tracking, use_assigned_cpus
 from sentiment.aggregate import AggregateSettings, in_window
 from sentiment.model import DEFAULT_MODEL_NAME, SentimentAnalyzer
 from sentiment.news import MAX_HEADLINES, NewsApiConfig, NewsInputError, check_title
 from sentiment.sources import NewsFileCache, NewsSettings, find_headlines, report
+from training.registry import ModelNotFoundError
 
 log = logging.getLogger("ray.serve")
 
@@ -83,22 +84,45 @@ class SentimentScorer:
         """Apply a user_config; the model reloads only when its name or version changed."""
         new = ScorerSettings.model_validate(config or {})
         old = self.settings
-        if old is None or (old.model_name, old.model_version) != (
-            new.model_name,
-            new.model_version,
-        ):
-            self.analyzer = SentimentAnalyzer.from_registry(new.model_name, new.model_version)
-            self.cache.clear()
-            log.info("sentiment model %s on %s", self.analyzer.source, self.analyzer.device)
         self._score_batch.set_max_batch_size(new.max_batch_size)
         self._score_batch.set_batch_wait_timeout_s(new.batch_wait_timeout_s)
         self.settings = new
         self.news = new.news()
+        if old is None or (old.model_name, old.model_version) != (
+            new.model_name,
+            new.model_version,
+        ):
+            self.analyzer = None
+            self.cache.clear()
+            try:
+                self._load()
+            except SentimentUnavailableError as exc:  # the replica starts; requests say why
+                log.warning("%s", exc)
+
+    def _load(self) -> SentimentAnalyzer:
+        """The analyzer, loading it from the registry if it is not loaded yet.
+
+        Raises:
+            SentimentUnavailableError: no such model, version or alias is registered.
+        """
+        if self.analyzer is None:
+            name, version = self.settings.model_name, self.settings.model_version
+            try:
+                self.analyzer = SentimentAnalyzer.from_registry(name, version)
+            except ModelNotFoundError as exc:
+                raise SentimentUnavailableError(
+                    f"the sentiment scorer has no model: {exc}; train and register it with "
+                    "`mltrade sentiment train` or `python -m sentiment.train` (`make run` does "
+                    "it when it is missing), or serve without sentiment (with_sentiment: false)"
+                ) from None
+            log.info("sentiment model %s on %s", self.analyzer.source, self.analyzer.device)
+        return self.analyzer
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _score_batch(self, text_lists: list[list[str]]) -> list[list[dict]]:
         flat = [text for texts in text_lists for text in texts]
-        analyses = await asyncio.to_thread(self.analyzer.analyze, flat)
+        analyzer = self.analyzer or await asyncio.to_thread(self._load)
+        analyses = await asyncio.to_thread(analyzer.analyze, flat)
         out, start = [], 0
         for texts in text_lists:
             out.append(analyses[start : start + len(texts)])
@@ -123,6 +147,7 @@ class SentimentScorer:
 
         Raises:
             NewsInputError: more than MAX_HEADLINES texts, or an empty or oversized one.
+            SentimentUnavailableError: no sentiment model is registered.
         """
         if len(texts) > MAX_HEADLINES:
             raise NewsInputError(f"{len(texts)} texts; the limit is {MAX_HEADLINES} per call")
@@ -140,6 +165,7 @@ class SentimentScorer:
 
         Raises:
             NewsInputError: bad request headlines or a malformed news file (naming the line).
+            SentimentUnavailableError: there are headlines to score but no sentiment model.
         """
         news = self.news
         found = await asyncio.to_thread(find_headlines, symbol, headlines, news, self.files)
@@ -149,39 +175,6 @@ class SentimentScorer:
         return report(found, analyses, ages, news.aggregate, as_of)
 
     async def health(self) -> dict:
+        if self.analyzer is None:
+            return {"model": None, "device": None}
         return {"model": self.analyzer.source, "device": str(self.analyzer.device)}
-
-
-def bind_scorer(
-    tracking_uri: str | None = None,
-    settings: dict | None = None,
-    num_cpus: float = 0.5,
-    gpus_per_replica: float = 0.25,
-    min_replicas: int = 1,
-    max_replicas: int = 2,
-    target_ongoing_requests: float = 8,
-) -> Application:
-    """The scorer bound with resources decided now, at app build time: a GPU share only when
-    the cluster reports GPUs, and its own autoscaling.
-
-    Args:
-        tracking_uri: MLflow tracking URI for the registry.
-        settings: ScorerSettings fields (its user_config).
-        num_cpus: CPUs per replica.
-        gpus_per_replica: GPU share per replica where the cluster has GPUs.
-        min_replicas, max_replicas, target_ongoing_requests: autoscaling.
-    """
-    from deployments.app import cluster_gpus
-
-    user_config = ScorerSettings.model_validate(settings or {}).model_dump()
-    gpus = gpus_per_replica if cluster_gpus() > 0 else 0.0
-    return SentimentScorer.options(
-        ray_actor_options={"num_cpus": num_cpus, "num_gpus": gpus},
-        autoscaling_config={
-            "min_replicas": min_replicas,
-            "initial_replicas": max(min_replicas, 1),
-            "max_replicas": max(max_replicas, min_replicas, 1),
-            "target_ongoing_requests": target_ongoing_requests,
-        },
-        user_config=user_config,
-    ).bind(tracking_uri)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from sentiment.news import check_title
+from training.cluster import pick_device
 
 DEFAULT_MODEL_NAME = "news_sentiment"
 LABELS = ("negative", "positive", "neutral")  # our head's class order (data labels 0, 1, 2)
@@ -27,6 +29,14 @@ SETTINGS_FILE = "sentiment_settings.json"
 HEAD_FILE = "head.safetensors"
 _URL = re.compile(r"https?://\S+")
 _LABEL_WORDS = {"negative": ("neg", "bear"), "positive": ("pos", "bull"), "neutral": ("neu",)}
+
+
+@dataclass(frozen=True)
+class SavedSettings:
+    """What `save` writes beside the weights (a `save_pretrained` directory may lack it)."""
+
+    max_length: int = 64
+    labels: list[str] | None = None  # None: the model's id2label
 
 
 class SentimentModelError(RuntimeError):
@@ -147,19 +157,19 @@ class SentimentAnalyzer:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise SentimentModelError(f"{path} holds no transformers model (no config.json)")
-        settings = {}
+        settings = SavedSettings()
         if (path / SETTINGS_FILE).is_file():
-            settings = json.loads((path / SETTINGS_FILE).read_text())
+            settings = SavedSettings(**json.loads((path / SETTINGS_FILE).read_text()))
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         if (path / HEAD_FILE).is_file():
             model = MeanPoolClassifier.load(path)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
         return cls(
-            model.to(_device(device)),
+            model.to(pick_device(device)),
             tokenizer,
-            settings.get("labels"),
-            settings.get("max_length", 64),
+            settings.labels,
+            settings.max_length,
             source=str(path),
         )
 
@@ -172,14 +182,10 @@ class SentimentAnalyzer:
     ) -> SentimentAnalyzer:
         """Load a registered version ('latest', a number or an alias) from the MLflow registry
         the current tracking URI points at."""
-        import mlflow
+        from training.tracking import load_model
 
-        from training.registry import resolve_version
-
-        mv = resolve_version(name, version)
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
-        analyzer = pyfunc.unwrap_python_model().analyzer
-        analyzer.model.to(_device(device))
+        analyzer, mv = load_model(name, version)
+        analyzer.model.to(pick_device(device))
         analyzer.source = f"models:/{name}/{mv.version}"
         return analyzer
 
@@ -215,7 +221,10 @@ class SentimentAnalyzer:
                 "network use SentimentAnalyzer.from_default() (the project's trained model)"
             ) from None
         return cls(
-            model.to(_device(device)), tokenizer, max_length=max_length, source=f"hub:{model_id}"
+            model.to(pick_device(device)),
+            tokenizer,
+            max_length=max_length,
+            source=f"hub:{model_id}",
         )
 
     def save(self, directory: str | Path) -> Path:
@@ -227,8 +236,8 @@ class SentimentAnalyzer:
         else:
             self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
-        settings = {"max_length": self.max_length, "labels": self.labels}
-        (directory / SETTINGS_FILE).write_text(json.dumps(settings))
+        settings = SavedSettings(self.max_length, self.labels)
+        (directory / SETTINGS_FILE).write_text(json.dumps(asdict(settings)))
         return directory
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
@@ -279,7 +288,3 @@ def logits_of(model, inputs) -> torch.Tensor:
     """Class logits [B, C] from either kind of model."""
     out = model(**inputs)
     return out if isinstance(out, torch.Tensor) else out.logits
-
-
-def _device(device: str | None) -> str:
-    return device or ("cuda" if torch.cuda.is_available() else "cpu")

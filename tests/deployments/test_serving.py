@@ -11,6 +11,7 @@ import copy
 import json
 import os
 import socket
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,8 +29,11 @@ from ray.serve.schema import ServeDeploySchema
 from deployments.app import AppArgs, model_actor_options
 from deployments.model_cache import ModelCache
 from training.data import PROJECT_ROOT, load_data
-from training.registry import load_forecaster, promote
-from training.train import TrainSettings, train_model
+from training.experiment import train_model
+from training.models.lstm import LSTMModelConfig
+from training.registry import promote
+from training.specs import DataSpec, TrainSettings
+from training.tracking import load_model
 
 CONFIG_FILE = PROJECT_ROOT / "serve_config.yaml"
 NAME = "serving_test_lstm"
@@ -38,6 +42,7 @@ KEY = "test-key-5f2c"
 PREDICT = "/api/v1/ml/predict"
 # train_model's mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID: restored with the URI
 ENV_KEYS = ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_ID")
+DEPLOY_TIMEOUT_S = 300
 
 
 @dataclass
@@ -66,6 +71,7 @@ def serve_config(uri: str, default_version: str = "latest") -> ServeDeploySchema
         ingress_num_cpus=0.1,
         max_replicas=1,
         api_key_env="MLTRADE_SERVING_TEST_UNSET",
+        with_sentiment=False,  # the switch that turns sentiment off: 501 for include_sentiment
     )
     app["deployments"][0]["user_config"].update(
         model_name=NAME, default_version=default_version, resolve_ttl_s=0.0
@@ -75,6 +81,8 @@ def serve_config(uri: str, default_version: str = "latest") -> ServeDeploySchema
         name="secured", route_prefix="/secured", runtime_env={"env_vars": {"MLTRADE_API_KEY": KEY}}
     )
     secured["args"]["api_key_env"] = "MLTRADE_API_KEY"
+    # with the scorer, whose registry has no sentiment model: forecasts work, sentiment is 503
+    secured["args"].update(with_sentiment=True, sentiment_num_cpus=0.1)
     offline = copy.deepcopy(app)  # a registry that refuses connections, failing fast
     offline.update(
         name="offline",
@@ -85,6 +93,18 @@ def serve_config(uri: str, default_version: str = "latest") -> ServeDeploySchema
     )
     offline["args"]["tracking_uri"] = "http://127.0.0.1:9"
     return ServeDeploySchema.model_validate({"applications": [app, secured, offline]})
+
+
+def wait_running(names: list[str], timeout_s: float = DEPLOY_TIMEOUT_S) -> None:
+    """Wait for the apps to run: Serve's own blocking deploy gives up after 60 s, too short
+    for replicas importing torch on a busy 2-core machine."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        apps = serve.status().applications
+        if all(name in apps and apps[name].status == "RUNNING" for name in names):
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"Serve apps {names} not running after {timeout_s:g}s: {apps}")
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +119,10 @@ def stack(tmp_path_factory):
     for seed in (1, 2):
         train_model(
             TrainSettings(
-                days_back=60,
+                data=DataSpec(days_back=60),
+                config=LSTMModelConfig(epochs=1, sequence_length=SEQ, hidden_units=16, seed=seed),
                 model_name=NAME,
                 experiment_name="serving_tests",
-                overrides={"epochs": 1, "sequence_length": SEQ, "hidden_size": 16, "seed": seed},
             )
         )
     promote(f"models:/{NAME}/1", NAME, "production")
@@ -118,7 +138,9 @@ def stack(tmp_path_factory):
         client = serve_start(http_options={"host": "127.0.0.1", "port": port})
 
         def deploy(default_version: str = "latest") -> None:
-            client.deploy_apps(serve_config(uri, default_version), _blocking=True)
+            config = serve_config(uri, default_version)
+            client.deploy_apps(config, _blocking=False)
+            wait_running([app.name for app in config.applications])
 
         deploy()
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
@@ -370,6 +392,17 @@ def test_api_key(stack):
     assert stack.http.get("/secured/api/v1/health").status_code == 200  # health stays open
 
 
+def test_scorer_without_a_registered_model_is_503_not_a_crash(stack):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    payload = {"sequences": stack.windows[:1], "include_sentiment": True, "headlines": ["Hi"]}
+    r = stack.http.post("/secured" + PREDICT, json=payload, headers=headers)
+    assert r.status_code == 503, r.text
+    assert r.json()["error"] == "sentiment_unavailable"
+    assert "python -m sentiment.train" in r.json()["message"]
+    health = stack.http.get("/secured/api/v1/health").json()
+    assert health["sentiment_enabled"] is True and health["ready"]
+
+
 def test_unreachable_registry_is_503_not_a_crash(stack):
     health = stack.http.get("/offline/api/v1/health")
     assert health.status_code == 503
@@ -402,7 +435,7 @@ def test_model_cache_is_bounded_and_loads_once(stack):
 
     def counting_loader(name, version):
         loads.append(version)
-        return load_forecaster(name, version)
+        return load_model(name, version)
 
     async def scenario():
         cache = ModelCache(capacity=1, resolve_ttl_s=60.0, loader=counting_loader)
@@ -416,7 +449,9 @@ def test_model_cache_is_bounded_and_loads_once(stack):
     asyncio.run(scenario())
 
 
-def test_gpu_share_only_when_the_cluster_has_gpus():
+def test_gpu_share_only_when_the_cluster_has_gpus(monkeypatch):
     args = AppArgs(gpus_per_model_replica=0.25, model_num_cpus=0.5)
-    assert model_actor_options(args, 0.0) == {"num_cpus": 0.5, "num_gpus": 0.0}
-    assert model_actor_options(args, 4.0) == {"num_cpus": 0.5, "num_gpus": 0.25}
+    monkeypatch.setattr("training.cluster.cluster_gpus", lambda: 0.0)
+    assert model_actor_options(args) == {"num_cpus": 0.5, "num_gpus": 0.0}
+    monkeypatch.setattr("training.cluster.cluster_gpus", lambda: 4.0)
+    assert model_actor_options(args) == {"num_cpus": 0.5, "num_gpus": 0.25}

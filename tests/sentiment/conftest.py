@@ -21,7 +21,7 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="package")
 def trained(store):
     """The tiny `news_sentiment` model, trained and registered once for the package."""
-    from sentiment.train import SentimentTrainSettings, train_sentiment
+    from sentiment.finetune import SentimentTrainSettings, train_sentiment
 
     return train_sentiment(SentimentTrainSettings(**TINY, experiment_name="sentiment_tests"))
 
@@ -30,21 +30,23 @@ def trained(store):
 def analyzer(trained):
     from sentiment import SentimentAnalyzer
 
-    return SentimentAnalyzer.from_registry("news_sentiment", trained["version"])
+    return SentimentAnalyzer.from_registry("news_sentiment", trained.version)
 
 
 @pytest.fixture(scope="package")
 def forecaster_name(store):
     """A tiny registered LSTM price forecaster (a few seconds)."""
-    from training.train import TrainSettings, train_model
+    from training.experiment import train_model
+    from training.models.lstm import LSTMModelConfig
+    from training.specs import DataSpec, TrainSettings
 
     name = "tiny_price_forecast"
     train_model(
         TrainSettings(
-            days_back=60,
+            data=DataSpec(days_back=60),
+            config=LSTMModelConfig(epochs=1, sequence_length=32, hidden_units=16),
             model_name=name,
             experiment_name="sentiment_tests",
-            overrides={"epochs": 1, "sequence_length": 32, "hidden_size": 16},
         )
     )
     return name

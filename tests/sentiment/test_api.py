@@ -17,9 +17,9 @@ from ray.serve._private.api import serve_start
 
 from deployments.app import AppArgs, build_app
 from sentiment.aggregate import AggregateSettings, aggregate_scores
-from sentiment.hybrid import HybridWeights, combine_signal
+from signals import HybridWeights, combine_signal
 from training.data import load_data
-from training.registry import load_forecaster
+from training.tracking import load_model
 
 PREDICT, SIGNAL = "/api/v1/ml/predict", "/api/v1/ml/signal"
 TITLES = [
@@ -67,7 +67,7 @@ def app(store, trained, forecaster_name, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def windows(forecaster_name):
-    forecaster, _ = load_forecaster(forecaster_name)
+    forecaster, _ = load_model(forecaster_name)
     values = load_data("BTC/USDT", data_path="sample", days_back=10).to_numpy()
     t = forecaster.sequence_length
     return [values[i : i + t].tolist() for i in (0, 40)]
@@ -118,7 +118,7 @@ def test_signal_is_combine_signal_of_forecast_and_sentiment(app, windows, foreca
     resp = app.post(SIGNAL, json=body)
     assert resp.status_code == 200, resp.text
     out = resp.json()
-    forecaster, _ = load_forecaster(forecaster_name)
+    forecaster, _ = load_model(forecaster_name)
     forecast = forecaster.predict(np.asarray(windows))
     sentiment = out["sentiment"]
     assert sentiment["n_headlines"] == 3

@@ -1,0 +1,216 @@
+"""Serve the prediction API in the foreground: what `make run` and `mltrade serve` do.
+
+`serve_app(ServeSettings())` makes sure the forecaster (and, by default, the news sentiment
+model) is registered, training what is missing on the bundled data and saying how long that
+takes, starts Ray Serve, writes a sample request from real candles, prints how to call it and
+serves until Ctrl-C (or SIGTERM), then shuts Serve and Ray down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shlex
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from deployments.settings import API_KEY_ENV, DEFAULT_MODEL_NAME
+from sentiment.model import DEFAULT_MODEL_NAME as SENTIMENT_MODEL_NAME
+from training.data import PROJECT_ROOT, SAMPLE, load_data
+from training.tracking import ensure_registered, load_model, setup_tracking
+
+log = logging.getLogger(__name__)
+SAMPLE_REQUEST = PROJECT_ROOT / "artifacts" / "sample_request.json"
+APP_NAME = "mltrade"
+# Measured on a quiet 2-core laptop CPU (README: ~35 s and ~50 s): one LSTM epoch over a year of
+# hourly bars on one torch thread, one fine-tuning step of MiniLM-L6 on 32 headlines on two, and
+# what each run adds (loading, evaluation, logging, registering). A busy machine takes longer.
+LSTM_EPOCH_S_PER_YEAR = 1.75
+SENTIMENT_STEP_S_2_CORES = 0.2
+RUN_OVERHEAD_S = 15.0
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What `serve_app` serves and where.
+
+    Attributes:
+        host, port: where the HTTP API listens.
+        model_name: the registered forecaster served by default (trained if missing).
+        days_back: days of the bundled BTC/USDT sample to train on when it is missing.
+        epochs: training epochs when it is missing.
+        with_sentiment: also serve the news sentiment scorer (include_sentiment, /signal),
+            training the `news_sentiment` model first when the registry has none.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model_name: str = DEFAULT_MODEL_NAME
+    days_back: int = 365
+    epochs: int = 20
+    with_sentiment: bool = True
+
+
+def _about(seconds: float) -> str:
+    if seconds < 90:
+        return f"about {max(10, round(seconds, -1)):.0f} seconds"
+    return f"about {math.ceil(seconds / 60)} minutes"
+
+
+def train_forecaster(name: str, days_back: int, epochs: int) -> None:
+    """Train an LSTM on the bundled BTC/USDT sample and register it as `name` (the epoch
+    progress bar shows while it trains)."""
+    import torch
+
+    from training.cluster import pick_device
+    from training.experiment import train_model
+    from training.models.lstm import LSTMModelConfig
+    from training.specs import DataSpec, TrainSettings
+
+    threads = torch.get_num_threads()
+    # A small LSTM trains fastest on one CPU thread: more threads mostly wait on each other,
+    # and on a busy machine oversubscription makes an epoch ten times slower.
+    if pick_device().type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        train_model(
+            TrainSettings(
+                data=DataSpec(days_back=days_back, source=SAMPLE),
+                config=LSTMModelConfig(epochs=epochs),
+                model_name=name,
+            )
+        )
+    finally:
+        torch.set_num_threads(threads)  # the sentiment fine-tune that may follow uses them all
+
+
+def forecaster_plan(days_back: int, epochs: int) -> str:
+    """What `train_forecaster` does and about how long it takes, for the log."""
+    seconds = RUN_OVERHEAD_S + LSTM_EPOCH_S_PER_YEAR * epochs * days_back / 365
+    return (
+        f"an LSTM on {days_back} days of the bundled BTC/USDT sample, {epochs} epoch(s), "
+        f"{_about(seconds)} on a quiet laptop CPU; a progress bar follows"
+    )
+
+
+def sentiment_plan() -> str:
+    """What fine-tuning the default sentiment model (sentiment.finetune.FAST_SETTINGS) does
+    and about how long it takes, for the log."""
+    import pandas as pd
+    import torch
+
+    from sentiment.finetune import FAST_SETTINGS as fast
+
+    headlines = len(pd.read_csv(fast.data_path, usecols=["label"]))
+    steps = math.ceil(headlines * (1 - fast.test_fraction) / fast.batch_size) * fast.epochs
+    cores = max(1, min(torch.get_num_threads(), 8))
+    seconds = RUN_OVERHEAD_S + steps * SENTIMENT_STEP_S_2_CORES * 2 / cores
+    return (
+        f"the sentiment scorer needs it: fine-tuning MiniLM-L6 on the {headlines} bundled "
+        f"headlines of {Path(fast.data_path).name}, {fast.epochs:g} epoch(s) = {steps:.0f} "
+        f"steps, {_about(seconds)} on {cores} quiet CPU cores, progress every 50 steps; serve "
+        "with --no-sentiment to skip it"
+    )
+
+
+def write_sample_request(
+    path: Path, model_name: str, sequence_length: int, include_sentiment: bool
+) -> Path:
+    """The latest `sequence_length` bundled BTC/USDT bars as a ready-to-post request body (the
+    guide's example request)."""
+    bars = load_data("BTC/USDT", days_back=30, data_path=SAMPLE)
+    window = bars[["open", "high", "low", "close", "volume"]].to_numpy()[-sequence_length:]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    body = {
+        "symbol": "BTC/USDT",
+        "sequences": [window.tolist()],
+        "model_name": model_name,
+        "model_version": "latest",
+        "include_sentiment": include_sentiment,
+    }
+    path.write_text(json.dumps(body))
+    return path
+
+
+def curl_command(host: str, port: int, request_file: Path) -> str:
+    """A curl that posts `request_file` to the predict endpoint (with the API key if set)."""
+    auth = f' -H "Authorization: Bearer ${API_KEY_ENV}"' if os.environ.get(API_KEY_ENV) else ""
+    return (
+        f"curl -s -X POST http://{host}:{port}/api/v1/ml/predict "
+        f"-H 'Content-Type: application/json'{auth} "
+        f"-d @{shlex.quote(os.path.relpath(request_file))}"
+    )
+
+
+def _wait_for_stop() -> None:
+    """Block until Ctrl-C or SIGTERM (where this is the main thread)."""
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(3600):
+            pass
+    except KeyboardInterrupt:
+        pass
+
+
+def serve_app(settings: ServeSettings = ServeSettings()) -> None:
+    """Serve the prediction API in the foreground until Ctrl-C or SIGTERM.
+
+    Trains the default models that the registry lacks (logging what and about how long), starts
+    Ray (or joins RAY_ADDRESS) and Serve on `settings.host:settings.port`, writes
+    artifacts/sample_request.json and prints a curl that posts it.
+
+    Raises:
+        TrackingError: MLFLOW_TRACKING_URI names a server that does not answer.
+    """
+    uri = setup_tracking()
+    name, days_back, epochs = settings.model_name, settings.days_back, settings.epochs
+    version = ensure_registered(
+        name,
+        lambda: train_forecaster(name, days_back, epochs),
+        forecaster_plan(days_back, epochs),
+    )
+    if settings.with_sentiment:
+        from sentiment.finetune import FAST_SETTINGS, train_sentiment
+
+        ensure_registered(
+            SENTIMENT_MODEL_NAME, lambda: train_sentiment(FAST_SETTINGS), sentiment_plan()
+        )
+
+    from ray import serve
+
+    from deployments.app import AppArgs, build_app
+    from training.cluster import ensure_ray
+
+    forecaster, _ = load_model(name, version)
+    request_file = write_sample_request(
+        SAMPLE_REQUEST, name, forecaster.sequence_length, settings.with_sentiment
+    )
+    log.info("starting Ray Serve on %s:%d", settings.host, settings.port)
+    ensure_ray()
+    try:
+        serve.start(http_options={"host": settings.host, "port": settings.port})
+        app = AppArgs(
+            model_name=name,
+            tracking_uri=uri,
+            with_sentiment=settings.with_sentiment,
+        )
+        serve.run(build_app(app), name=APP_NAME, route_prefix="/")
+        base = f"http://{settings.host}:{settings.port}"
+        sentiment = "with news sentiment" if settings.with_sentiment else "without sentiment"
+        print(f"\nServing {name} (latest: v{version}) {sentiment} from {uri}")
+        print(f"  docs:    {base}/docs")
+        print(f"  health:  curl -s {base}/api/v1/health")
+        print(f"  predict: {curl_command(settings.host, settings.port, request_file)}\n")
+        print("Ctrl-C to stop.", flush=True)
+        _wait_for_stop()
+    finally:
+        import ray
+
+        serve.shutdown()
+        ray.shutdown()
