@@ -26,9 +26,9 @@ from mltrade.options import (
     whole_number,
 )
 from training.config import ModelConfig
-from training.models import MODEL_TYPES
 
-CHOICES = "{" + ",".join(sorted(MODEL_TYPES)) + "}"
+# Literal, so `--help` needs no torch import; training.models.get_model_spec checks the value.
+CHOICES = "{cnn_lstm,lstm,transformer}"
 ModelType = Annotated[str, typer.Option("--model-type", help=f"Model type, one of {CHOICES}.")]
 DaysBack = Annotated[int, days_back_option()]
 NoRegister = Annotated[

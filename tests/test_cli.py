@@ -195,3 +195,10 @@ def test_mlproject_entries_parse_with_their_defaults(entry):
 def test_a_group_alone_shows_its_help(runner, command):
     result = runner.invoke(app, command)
     assert result.exit_code == 0 and "Commands:" in result.stdout, result.output
+
+
+def test_the_model_type_help_names_every_registered_type():
+    from mltrade.train import CHOICES
+    from training.models import MODEL_TYPES
+
+    assert CHOICES == "{" + ",".join(sorted(MODEL_TYPES)) + "}"

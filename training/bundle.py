@@ -89,7 +89,7 @@ class Forecaster:
         interval_q: calibrated quantile of |actual - forecast| in those units.
         reference: training feature distribution for drift scores.
         metadata: data range, hash, metrics and anything else worth keeping.
-        example: a few real windows for a logged model's input example (not saved).
+        example: a few real windows for a logged model's input example (saved with it).
     """
 
     model_type: str
@@ -244,6 +244,7 @@ class Forecaster:
             "interval_q": self.interval_q,
             "reference": self.reference,
             "metadata": self.metadata,
+            "example": None if self.example is None else np.asarray(self.example).tolist(),
         }
         (directory / BUNDLE_FILE).write_text(json.dumps(state, indent=1))
         cpu_state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
@@ -274,4 +275,5 @@ class Forecaster:
             interval_q=float(state["interval_q"]),
             reference=state["reference"],
             metadata=state["metadata"],
+            example=None if state.get("example") is None else np.asarray(state["example"]),
         )

@@ -115,6 +115,24 @@ def _run_id_of(model_uri: str) -> str | None:
     return None
 
 
+def _check_run(client: MlflowClient, model_uri: str, run_id: str | None) -> None:
+    """A runs:/ URI must name an existing run before anything is registered from it."""
+    if not model_uri.startswith(("runs:/", "models:/")):
+        raise ValueError(
+            f"model_uri must be runs:/<run_id>/<path> or models:/<name>/<version>, "
+            f"got {model_uri!r}"
+        )
+    if run_id is None:
+        return
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise ModelNotFoundError(
+            f"no run {run_id!r} in the tracking store {mlflow.get_tracking_uri()} (from "
+            f"model_uri {model_uri!r}); copy the run id from `mltrade train` or the MLflow UI"
+        ) from None
+
+
 def _alias_history(client: MlflowClient, name: str, alias: str) -> list[str]:
     tags = client.get_registered_model(name).tags
     return json.loads(tags.get(ALIAS_HISTORY_TAG.format(alias=alias), "[]"))
@@ -128,6 +146,7 @@ def promote(model_uri: str, name: str, alias: str = "production") -> ModelVersio
     client = MlflowClient()
     check_model_name(name)
     run_id = _run_id_of(model_uri)
+    _check_run(client, model_uri, run_id)
     if model_uri.startswith("models:/"):
         model_name, _, version = model_uri[len("models:/") :].partition("/")
         mv = resolve_version(model_name, version or "latest")

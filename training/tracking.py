@@ -26,6 +26,7 @@ from typing import Any
 import mlflow
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
 
@@ -119,6 +120,21 @@ def run_name_of(*parts: object) -> str:
     return "_".join(str(p).replace("/", "") for p in parts if p not in (None, ""))
 
 
+def _current_experiment_name() -> str:
+    """The experiment MLflow has selected, if it exists in the current store, else "Default".
+
+    MLflow keeps the selection per process; after the tracking URI changes it may name an
+    experiment of another store, and a run started there fails with "No Experiment with id".
+    """
+    from mlflow.tracking.fluent import _get_experiment_id  # MLflow's own resolution order
+
+    experiment_id = _get_experiment_id()
+    try:
+        return mlflow.get_experiment(experiment_id).name if experiment_id else "Default"
+    except MlflowException:
+        return "Default"
+
+
 @contextmanager
 def start_run(
     experiment_name: str | None = None,
@@ -148,8 +164,7 @@ def start_run(
     elif nested and active is not None:
         context = mlflow.start_run(run_name=run_name, nested=True)
     else:
-        if experiment_name:
-            use_experiment(experiment_name)
+        use_experiment(experiment_name or _current_experiment_name())
         context = mlflow.start_run(run_name=run_name, nested=nested and active is not None)
     with context as run:
         if tags:
