@@ -27,11 +27,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 train: $(STAMP)
-	$(BIN)/python -m training.train --model-type lstm --symbol BTC/USDT --data-path sample \
+	$(BIN)/mltrade train --model-type lstm --symbol BTC/USDT --data-path sample \
 		--days-back 365 --epochs 30 --model-name lstm_price_forecast
 
 run: $(STAMP)
-	$(BIN)/python -m deployments.run
+	$(BIN)/mltrade serve
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
