@@ -61,9 +61,23 @@ def describe_ragged(sequences: list) -> str:
     return LAYOUT_HINT
 
 
-def _json(status: int, kind: str, message: str, **extra) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def _json(
+    status: int, kind: str, message: str, headers: dict | None = None, **extra
+) -> JSONResponse:
+    headers = {**(headers or {}), **({"WWW-Authenticate": "Bearer"} if status == 401 else {})}
     return JSONResponse({"error": kind, "message": message, **extra}, status, headers=headers)
+
+
+def describe_unparsable(cause: BaseException | None) -> str:
+    """Why FastAPI could not parse a JSON body (it answers only "error parsing the body")."""
+    if isinstance(cause, UnicodeDecodeError):
+        return (
+            f"body is not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at position "
+            f"{cause.start}); send JSON encoded as UTF-8"
+        )
+    if isinstance(cause, RecursionError):
+        return "body nests JSON arrays or objects too deeply; sequences need only 3 levels"
+    return f"body could not be parsed as JSON ({type(cause).__name__})"
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -83,11 +97,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.__cause__ is not None:  # FastAPI's body parsing
+            request.state.log["error"] = "invalid_body"
+            return _json(400, "invalid_body", describe_unparsable(exc.__cause__))
         if exc.status_code == 404:
             message = f"no endpoint {request.method} {request.url.path}; see /docs"
         else:
             message = f"{exc.detail} for {request.method} {request.url.path}"
-        return _json(exc.status_code, f"http_{exc.status_code}", message)
+        # keeps Starlette's headers, e.g. the Allow of a 405
+        return _json(exc.status_code, f"http_{exc.status_code}", message, exc.headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:

@@ -11,7 +11,9 @@ from starlette.exceptions import HTTPException
 
 from deployments.observability import RequestMetrics, log_request
 
-OPEN_PATHS = frozenset({"/api/v1/health"})
+# The docs page and the schema reveal nothing secret; Swagger UI fetches the schema without the
+# key (it adds the key only to the calls it makes after "Authorize").
+OPEN_PATHS = frozenset({"/api/v1/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
 
 
 class ApiError(HTTPException):
@@ -86,7 +88,11 @@ class Guard:
         headers = dict(scope["headers"])
         if config.api_key and _route_path(scope) not in OPEN_PATHS:
             given = headers.get(b"authorization", b"").decode("latin-1")
-            if not hmac.compare_digest(given.encode(), f"Bearer {config.api_key}".encode()):
+            scheme, _, token = given.strip().partition(" ")
+            # RFC 7235: the scheme name is case-insensitive ("bearer", "BEARER")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                token.strip().encode(), config.api_key.encode()
+            ):
                 return (
                     401,
                     "unauthorized",

@@ -7,12 +7,13 @@ import time
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.errors import describe_ragged, install_error_handlers
-from deployments.guard import ApiError, Guard
+from deployments.guard import OPEN_PATHS, ApiError, Guard
 from deployments.messages import (
     ForecastJob,
     RegistryUnavailableError,
@@ -23,7 +24,7 @@ from deployments.schemas import ErrorBody, PredictRequest, PredictResponse, Sign
 from deployments.settings import ApiSettings
 from signals import HybridWeights, combine_signal
 from training.features import WindowShapeError
-from training.registry import ModelNotFoundError, list_models
+from training.registry import InvalidModelNameError, ModelNotFoundError, list_models
 
 # No `from __future__ import annotations`: FastAPI must see the real annotation objects of the
 # methods that @serve.ingress re-binds.
@@ -39,6 +40,31 @@ api = FastAPI(
 )
 api.add_middleware(Guard)
 install_error_handlers(api)
+
+
+def openapi_with_bearer() -> dict:
+    """The OpenAPI document with bearer auth declared on every data endpoint, so Swagger UI
+    offers "Authorize" (the key is needed only where the app was started with one)."""
+    if api.openapi_schema is None:
+        schema = get_openapi(
+            title=api.title, version=api.version, description=api.description, routes=api.routes
+        )
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The API key, when the service runs with MLTRADE_API_KEY set",
+            }
+        }
+        for path, operations in schema["paths"].items():
+            if path not in OPEN_PATHS:
+                for operation in operations.values():
+                    operation["security"] = [{"bearerAuth": []}]
+        api.openapi_schema = schema
+    return api.openapi_schema
+
+
+api.openapi = openapi_with_bearer
 
 
 @serve.deployment(name="PredictionAPI", max_ongoing_requests=128)
@@ -98,6 +124,8 @@ class PredictionAPI:
         result = await self._forward(ForecastJob(windows, body.model_name, version))
         if isinstance(result, ModelNotFoundError):
             raise ApiError(404, "model_not_found", str(result))
+        if isinstance(result, InvalidModelNameError):
+            raise ApiError(422, "invalid_request", f"model_name: {result}")
         if isinstance(result, WindowShapeError):
             raise ApiError(422, "invalid_sequences", str(result))
         if isinstance(result, RegistryUnavailableError):
@@ -194,6 +222,8 @@ class PredictionAPI:
             return JSONResponse(await asyncio.to_thread(list_models, name))
         except ModelNotFoundError as exc:
             raise ApiError(404, "model_not_found", str(exc)) from None
+        except InvalidModelNameError as exc:
+            raise ApiError(422, "invalid_request", f"name: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - any registry failure is "unavailable" here
             raise ApiError(
                 503, "registry_unavailable", f"model registry not reachable: {exc!r}"

@@ -16,8 +16,9 @@ from deployments.model_cache import LoadedModel, ModelCache
 from deployments.observability import ModelMetrics
 from deployments.replica import configure_tracking, use_assigned_cpus
 from deployments.settings import ModelSettings
+from training.bundle import ForecastAnalysis
 from training.features import WindowShapeError
-from training.registry import ModelNotFoundError, resolve_version
+from training.registry import InvalidModelNameError, ModelNotFoundError, resolve_version
 
 log = logging.getLogger("ray.serve")
 HEALTH_TTL_S = 5.0
@@ -76,7 +77,7 @@ class ModelDeployment:
         version = job.model_version or self.settings.default_version
         try:
             return await self.cache.get(name, version)
-        except ModelNotFoundError as exc:
+        except (ModelNotFoundError, InvalidModelNameError) as exc:
             return exc
         except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds when unreachable
             return RegistryUnavailableError(
@@ -113,8 +114,10 @@ class ModelDeployment:
         tags = {"model": model.name, "version": str(model.version)}
         outputs: list = []
         for found in forecaster.analyze_many(requests):
-            if isinstance(found, WindowShapeError):  # fails its own request, not its batch mates
-                outputs.append(WindowShapeError(f"model {model.name!r} v{model.version}: {found}"))
+            trouble = found if isinstance(found, WindowShapeError) else _non_finite(found)
+            if trouble is not None:  # fails its own request, not its batch mates
+                where = f"model {model.name!r} v{model.version}"
+                outputs.append(WindowShapeError(f"{where}: {trouble}"))
                 continue
             forecast, drift = found.forecast, found.drift_report
             self.metrics.drift.set(drift["score"], tags)
@@ -168,3 +171,20 @@ class ModelDeployment:
         }
         self._health = (time.monotonic(), report)
         return report
+
+
+def _non_finite(found: ForecastAnalysis) -> str | None:
+    """Why a request's answer is not finite (input within the accepted range can still make
+    the forecast overflow, e.g. a price jump of many orders of magnitude), or None."""
+    for key in ("prediction", "lower", "upper", "predicted_return"):
+        bad = ~np.isfinite(found.forecast[key])
+        if bad.any():
+            return (
+                f"the forecast's {key} of window {int(np.argmax(bad))} is not finite; the "
+                "window's prices move too far for the model (check for a wrong scale or unit)"
+            )
+    drift = found.drift_report
+    values = [*found.feature_importance.values(), drift["score"], *drift["per_feature"].values()]
+    if not np.isfinite(values).all():
+        return "feature importance or drift is not finite for these windows; check their scale"
+    return None

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from training.bundle import Forecaster
-from training.registry import resolve_version
+from training.registry import parse_version, resolve_version
 from training.tracking import load_model
 
 
@@ -66,9 +66,9 @@ class ModelCache:
 
     async def resolve(self, name: str, version: str | int) -> int:
         """The version number meant by `latest`, a number or an alias."""
-        wanted = str(version).strip()
-        if wanted.isdigit() and (name, int(wanted)) in self._models:
-            return int(wanted)  # a loaded number needs no registry round trip
+        wanted, number = str(version).strip(), parse_version(version)
+        if number is not None and (name, number) in self._models:
+            return number  # a loaded number needs no registry round trip
         hit = self._resolved.get((name, wanted))
         if hit is not None and time.monotonic() - hit[1] < self.resolve_ttl_s:
             return hit[0]

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator
+
+from training.registry import check_model_name, parse_version
 
 MAX_SEQUENCES = 128  # per request; split bigger jobs into several requests
 MAX_BODY_BYTES = 1 << 20  # 1 MiB, about 200 sequences of 60 hourly BTC bars as JSON
+# The sane range of a price or volume: far above any traded price or hourly volume, far below
+# where the forecast's exp() and the features' products overflow float64 (near 1.7e308).
+MAX_BAR_VALUE = 1e15
+BAR_FIELDS = ("open", "high", "low", "close", "volume")
 
 
 class Headline(BaseModel):
@@ -21,11 +28,12 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     symbol: str = Field("BTC/USDT", min_length=1, max_length=40, examples=["BTC/USDT"])
-    sequences: list[list[list[float]]] = Field(
+    sequences: list[list[list[StrictFloat]]] = Field(
         min_length=1,
         description="Windows of [open, high, low, close, volume] bars, oldest first, each exactly "
         "the model's sequence_length bars long (60 for the default model); at most "
-        f"{MAX_SEQUENCES} sequences per request unless the app was built with another limit.",
+        f"{MAX_SEQUENCES} sequences per request unless the app was built with another limit. "
+        f"Values are JSON numbers (not strings or booleans) up to {MAX_BAR_VALUE:g}.",
     )
     model_name: str | None = Field(
         None, max_length=200, description="Registered model; default: the app's user_config"
@@ -37,6 +45,39 @@ class PredictRequest(BaseModel):
     headlines: list[str | Headline] | None = Field(
         None, max_length=200, description="Headlines to score when include_sentiment is true"
     )
+
+    @field_validator("sequences")
+    @classmethod
+    def _within_sane_range(cls, sequences: list) -> list:
+        try:
+            arr = np.asarray(sequences, dtype=np.float64)
+        except ValueError:
+            return sequences  # ragged: the ingress names the sequence or bar that differs
+        beyond = np.isfinite(arr) & (np.abs(arr) > MAX_BAR_VALUE)
+        if beyond.any():
+            w, t, k = np.argwhere(beyond)[0]
+            field = BAR_FIELDS[k] if arr.ndim == 3 and k < len(BAR_FIELDS) else f"value {k}"
+            raise ValueError(
+                f"{field} {arr[w, t, k]:g} at window {w}, bar {t} is beyond the accepted range "
+                f"of +-{MAX_BAR_VALUE:g} ({int(beyond.sum())} such values in total)"
+            )
+        return sequences
+
+    @field_validator("model_name")
+    @classmethod
+    def _registrable_name(cls, name: str | None) -> str | None:
+        return None if name is None else check_model_name(name)
+
+    @field_validator("model_version")
+    @classmethod
+    def _strict_version(cls, version: str | int | None) -> str | int | None:
+        if isinstance(version, int) and parse_version(version) is None:
+            raise ValueError(f"version numbers start at 1, got {version}")
+        if isinstance(version, str) and version.strip().isdigit() and not parse_version(version):
+            raise ValueError(
+                f"{version!r} is not a version number: use ASCII digits, 'latest' or an alias"
+            )
+        return version
 
 
 class Interval(BaseModel):

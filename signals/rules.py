@@ -49,15 +49,17 @@ def directional_confidence(predicted_return, lower_return, upper_return) -> np.n
     Args:
         predicted_return: forecast simple return(s) of the next bar.
         lower_return, upper_return: the calibrated interval's ends, as returns from the last
-            close. A zero-width interval counts as fully sure.
+            close. A zero-width interval counts as fully sure; an infinite (or NaN) width as
+            knowing nothing (0.5), so no width ever divides by zero or gives NaN.
     """
     r, lo, hi = (
         np.asarray(a, dtype=np.float64) for a in (predicted_return, lower_return, upper_return)
     )
-    width = hi - lo
-    agree = np.where(r >= 0, hi - np.maximum(lo, 0.0), np.minimum(hi, 0.0) - lo)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        width = hi - lo
+        agree = np.where(r >= 0, hi - np.maximum(lo, 0.0), np.minimum(hi, 0.0) - lo)
         share = np.where(width > 0, agree / width, 1.0)
+    share = np.where(np.isfinite(width), share, 0.5)
     return np.clip(share, 0.0, 1.0)
 
 

@@ -180,3 +180,37 @@ def test_bad_headlines_are_422(app, windows, headlines, status, fragment):
     )
     assert resp.status_code == status
     assert fragment in resp.text
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "kind", "fragment"),
+    [
+        ({"model_name": "x'y"}, 404, "model_not_found", "no registered model"),
+        ({"model_version": "²"}, 422, "invalid_request", "model_version"),
+        ({"model_version": "no-such-alias"}, 404, "model_not_found", "no version or alias"),
+        ({"bar": 1.7e308}, 422, "invalid_request", "close 1.7e+308 at window 0, bar 2"),
+        ({"bar": "94000"}, 422, "invalid_request", "sequences[0][2][3]"),
+        ({"wild": True}, (200, 422), "invalid_sequences", "window 0"),
+    ],
+)
+def test_hostile_signal_requests_are_4xx_then_signal_serves(
+    app, windows, change, status, kind, fragment
+):
+    """Issue 12, findings 1-3 and 8 on /signal with sentiment: never a 500 or a 503, and a
+    window whose forecast is allowed but extreme gets finite numbers or a 422."""
+    good = {"symbol": "BTC/USDT", "sequences": windows[:1], "headlines": TITLES}
+    body = {**good, **{k: v for k, v in change.items() if k.startswith("model_")}}
+    if "bar" in change:
+        body["sequences"] = [[list(b) for b in windows[0]]]
+        body["sequences"][0][2][3] = change["bar"]
+    if "wild" in change:
+        t = len(windows[0])
+        body["sequences"] = [[[p, p, p, p, 1e14] for p in ([1e-9, 1e14] * t)[:t]]]
+    resp = app.post(SIGNAL, json=body)
+    if resp.status_code == 200:
+        assert status == (200, 422), resp.text
+        assert np.isfinite([s["combined_score"] for s in resp.json()["signals"]]).all()
+    else:
+        assert resp.status_code in (status if isinstance(status, tuple) else (status,)), resp.text
+        assert resp.json()["error"] == kind and fragment in resp.json()["message"], resp.text
+    assert app.post(SIGNAL, json=good).status_code == 200

@@ -152,3 +152,12 @@ def test_signals_is_lightweight():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"  # Serve replicas import it: NumPy only
+
+
+def test_infinite_interval_width_neither_divides_by_zero_nor_gives_nan():
+    """Issue 12, finding 1: an interval of +-1e308 (or inf) means the model knows nothing."""
+    huge = [[-1e308, 1e308], [-np.inf, np.inf], [0.0, 0.0]]
+    lo, hi = np.array(huge).T
+    share = directional_confidence([0.1, 0.1, 0.1], lo, hi)
+    assert share.tolist() == [0.5, 0.5, 1.0]
+    assert np.isfinite(ml_score(0.01, 1e-310, 1e308, 1e-300))
