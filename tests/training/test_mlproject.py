@@ -156,7 +156,7 @@ def test_guide_csv_form_without_experiment_name_then_promote_load_and_list(track
     assert len(models) == 1
 
 
-@pytest.mark.parametrize("experiment", ["my_experiment", "lstm_tuning"])
+@pytest.mark.parametrize("experiment", ["my_experiment"])
 def test_any_experiment_name_works(tracking, experiment):
     """Any --experiment-name, not only the entry's own default, holds the run."""
     params = {"model_name": "exp_lstm", "sequence_length": 24, "epochs": 1, "days_back": 30}
