@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 
-.PHONY: install test lint docs train run bench clean
+.PHONY: install test lint docs train run bench clean browser
 
 # uv installs the same pins several times faster than pip; INSTALLER=pip keeps the plain path.
 # uv does not read pip's configuration, so it is handed pip's find-links (where a local CPU
@@ -28,7 +28,13 @@ endif
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The browser checks (/docs, HTML reports) need Debian's chromium; installed when missing.
+browser:
+	@command -v chromium >/dev/null || { echo "installing chromium for the browser tests"; \
+		apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && \
+		apt-get install -y -q chromium >/dev/null; }; }
+
+test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q tests
 
