@@ -13,14 +13,14 @@ export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 INSTALLER ?= uv
 export UV_FIND_LINKS ?= $(shell $(PY) -m pip config get global.find-links 2>/dev/null)
 
-$(STAMP): requirements.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@echo "installing pinned dependencies into $(VENV) with $(INSTALLER) (about 1-2 min with uv, 4-6 min with pip)"
 ifeq ($(INSTALLER),uv)
 	$(BIN)/pip install -q --disable-pip-version-check uv -c constraints.txt
-	$(BIN)/uv pip install --python $(BIN)/python -r requirements.txt -c constraints.txt
+	$(BIN)/uv pip install --python $(BIN)/python -r requirements-dev.txt -c constraints.txt
 else
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
 endif
 	$(BIN)/python -c "import torch, ray, mlflow, backtrader"  # fail here, not mid-test, on a broken install
 	$(BIN)/pip install -q --no-deps --no-build-isolation -e .

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from sentiment.model import (
@@ -163,6 +164,8 @@ def fine_tune(
     )
     model.train()
     step, running = 0, []
+    # The longest step of a first `make run`: a bar with an estimate, off when not a terminal.
+    bar = tqdm(total=steps, desc="fine-tuning sentiment", unit="step", disable=None)
     while step < steps:
         for batch in _batches(lengths, settings.batch_size, rng):
             if step >= steps:
@@ -182,12 +185,16 @@ def fine_tune(
             optimizer.zero_grad(set_to_none=True)
             step += 1
             running.append(loss.item())
+            bar.update()
             if step % log_every == 0 or step == steps:
                 train_loss = float(np.mean(running))
                 running = []
-                log.info("step %d/%d train_loss %.4f", step, steps, train_loss)
+                bar.set_postfix(train_loss=f"{train_loss:.4f}")
+                if bar.disable:
+                    log.info("step %d/%d train_loss %.4f", step, steps, train_loss)
                 if mlflow.active_run():
                     mlflow.log_metric("train_loss", train_loss, step=step)
+    bar.close()
     return SentimentAnalyzer(
         model, tokenizer, list(LABELS), settings.max_length, source="fine-tuned"
     )
