@@ -67,7 +67,7 @@ def api(tmp_path_factory):
     bars = load_data("BTC/USDT", days_back=10, data_path="sample")
     values = bars[["open", "high", "low", "close", "volume"]].to_numpy()
     windows = [values[i : i + SEQ].tolist() for i in (0, 50, 100)]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = _free_port()
     try:
         serve_start(http_options={"host": "127.0.0.1", "port": port})

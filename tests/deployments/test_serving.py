@@ -130,7 +130,7 @@ def stack(tmp_path_factory):
     values = bars[["open", "high", "low", "close", "volume"]].to_numpy()
     windows = [values[i : i + SEQ].tolist() for i in (0, 50, 100)]
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = _free_port()
     try:
         # The config path of `serve deploy` (not serve.run): a user_config edit then updates

@@ -43,7 +43,7 @@ def app(store, trained, forecaster_name, tmp_path_factory):
         f"published_at,symbol,title\n{fresh},ETH/USDT,Ether rallies on upgrade\n"
         "2021-01-01T00:00:00Z,DOGE/USDT,An old dog headline\n"
     )
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = _free_port()
     try:
         serve_start(http_options={"host": "127.0.0.1", "port": port})

@@ -40,7 +40,7 @@ def guide_model(store, forecaster_name):
 
 @pytest.fixture(scope="module")
 def default_app(store, trained, guide_model):
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     port = _free_port()
     try:
         serve_start(http_options={"host": "127.0.0.1", "port": port})

@@ -3,7 +3,6 @@ resumes from the latest checkpoint, and impossible requests fail fast."""
 
 from __future__ import annotations
 
-import logging
 import time
 
 import mlflow
@@ -22,18 +21,6 @@ from training.specs import DataSpec, TrainSettings
 from training.trainer import EarlyStopping, TensorBatches
 
 CONFIG = LSTMModelConfig(epochs=4, sequence_length=32, hidden_units=16, patience=10)
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    started = not ray.is_initialized()  # share a session's Ray if a fixture left one up
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

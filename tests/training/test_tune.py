@@ -3,7 +3,6 @@ clearly worse trial early, Optuna sampling, and clear errors before any training
 
 from __future__ import annotations
 
-import logging
 import socket
 import subprocess
 import sys
@@ -23,18 +22,6 @@ from training.tune import build_param_space, run_sweep, trial_resources
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = {"hidden_units": 16, "num_layers": 1, "sequence_length": 32, "batch_size": 64}
 BAD_LR = 5.0  # AdamW steps of size ~5 wreck the network: validation loss many times the others
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    started = not ray.is_initialized()  # share a session's Ray if a fixture left one up
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    yield
-    if started:
-        ray.shutdown()
 
 
 def settings(tmp_path, **changes) -> TuneSettings:
