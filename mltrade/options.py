@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, is_dataclass
 from typing import Annotated
@@ -111,10 +112,23 @@ def plain(value: object) -> object:
     return value
 
 
+def finite_json(value: object) -> object:
+    """`value` with every non-finite float spelled "inf", "-inf" or "nan": JSON has no such
+    numbers, and a profit factor with no losing trade is infinite."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
+
+
 def emit(result: object, as_json: bool, lines: Iterable[str]) -> None:
-    """Print the result: JSON (one document) or the given human-readable lines."""
+    """Print the result: JSON (one strict document) or the given human-readable lines."""
     if as_json:
-        typer.echo(json.dumps(plain(result), indent=1, default=str))
+        document = json.loads(json.dumps(plain(result), default=str))  # nested dataclasses too
+        typer.echo(json.dumps(finite_json(document), indent=1, allow_nan=False))
     else:
         for line in lines:
             typer.echo(line)

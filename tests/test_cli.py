@@ -202,3 +202,12 @@ def test_the_model_type_help_names_every_registered_type():
     from training.models import MODEL_TYPES
 
     assert CHOICES == "{" + ",".join(sorted(MODEL_TYPES)) + "}"
+
+
+def test_json_output_is_strict_with_infinite_metrics(capsys):
+    """A profit factor with no losing trade is infinite; --json still prints valid JSON."""
+    from mltrade.options import emit
+
+    emit({"profit_factor": float("inf"), "trades": [{"pnl": float("-inf")}], "x": 1.5}, True, [])
+    document = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)
+    assert document == {"profit_factor": "inf", "trades": [{"pnl": "-inf"}], "x": 1.5}
