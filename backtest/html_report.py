@@ -5,11 +5,9 @@ fetched from a CDN, so the page opens offline, on a closed network and in the ML
 shows HTML artifacts).
 
 ```python
-from pathlib import Path
-from backtest.html_report import backtest_report, walk_forward_report
-
-Path("backtest_report.html").write_text(backtest_report(result, candles, forecast_table))
-Path("walk_forward_report.html").write_text(walk_forward_report(walk_forward_result))
+page = backtest_report(result, candles, forecast)  # forecast: strategies.forecast_table(...)
+Path("backtest_report.html").write_text(page, encoding="utf-8")
+Path("walk_forward_report.html").write_text(walk_forward_report(wf_result), encoding="utf-8")
 ```
 
 `mltrade backtest` and `mltrade walk-forward` write these next to their PNGs and log them to
