@@ -1,6 +1,6 @@
 """The tracking module: experiment selection under `mlflow run` (MLFLOW_RUN_ID), param logging
-once with `resolved.` tags, train-if-missing, and run names; a training run's page as MLflow
-shows it (name, tags, return-space plot, monthly coverage, model signature and example)."""
+once with `resolved.` tags, train-if-missing, and run names; the monthly interval coverage and
+the return-space forecast plot (a training run's page is read back in test_registry)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from training.evaluation import coverage_by_month, forecast_metrics, plot_forecast
-from training.experiment import train_model
-from training.models.lstm import LSTMModelConfig
-from training.specs import DataSpec, TrainSettings
 from training.tracking import ensure_registered, log_params, run_name_of, start_run
 
 
@@ -101,43 +97,3 @@ def test_coverage_per_month_and_the_return_space_plot():
     titles = [ax.get_title() for ax in figure.axes]
     assert titles[0] == "Test split: next-bar return" and "coverage per month" in titles[2]
     assert figure.axes[0].get_ylabel() == "return %"  # returns, not price levels
-
-
-def test_a_training_runs_page_reads_back_from_mlflow(tracking):
-    """Readable name, filter tags, the return-space plot and monthly coverage, and a model with
-    a signature and an input example, read back from the store as the MLflow UI would."""
-    settings = TrainSettings(
-        data=DataSpec(days_back=30),
-        config=LSTMModelConfig(epochs=1, sequence_length=24, hidden_units=8),
-        model_name="page_lstm",
-        experiment_name="tracking_page",
-    )
-    result = train_model(settings)
-    run = mlflow.get_run(result.run_id)
-    assert run.info.run_name == "lstm_BTCUSDT_1h"
-    tags = run.data.tags
-    assert (tags["symbol"], tags["interval"], tags["model_type"]) == ("BTC/USDT", "1h", "lstm")
-    assert tags["data_start"] < tags["data_end"]
-    filtered = mlflow.search_runs(
-        experiment_names=["tracking_page"],
-        filter_string="tags.symbol = 'BTC/USDT' and tags.model_type = 'lstm'",
-    )
-    assert list(filtered["run_id"]) == [result.run_id]
-    metrics = run.data.metrics
-    assert 0 <= metrics["test_coverage_min_month"] <= metrics["test_interval_coverage"] <= 1
-    names = {a.path for a in MlflowClient().list_artifacts(result.run_id)}
-    assert {"predictions.png", "loss_curves.png", "coverage_by_month.json"} <= names
-    table = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/coverage_by_month.json")
-    assert table["nominal"] == 0.9 and table["months"][-1]["month"] == tags["data_end"][:7]
-    assert min(m["coverage"] for m in table["months"]) == metrics["test_coverage_min_month"]
-    info = mlflow.models.get_model_info(result.model_uri)
-    assert info.signature is not None
-    assert info.signature.outputs.input_names() == [
-        "prediction",
-        "predicted_return",
-        "lower",
-        "upper",
-    ]
-    local = mlflow.artifacts.download_artifacts(result.model_uri)
-    example = Model.load(local).load_input_example(local)  # real test windows [2, T, 5]
-    assert np.asarray(example).shape == (2, 24, 5)
