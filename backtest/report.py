@@ -21,6 +21,12 @@ def log_metrics(metrics: dict[str, float]) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if math.isfinite(float(v))})
 
 
+def drawdown_pct(values) -> np.ndarray:
+    """Percentage fall of each value from its running peak (0 at a new high, negative below)."""
+    values = np.asarray(values, dtype=np.float64)
+    return (values / np.maximum.accumulate(values) - 1.0) * 100.0
+
+
 def save_figure(fig: Figure, name: str, output_dir: str | Path | None = None) -> Path | None:
     """Save `fig` as output_dir/name (when given) and log it to the active MLflow run."""
     path = None
@@ -30,6 +36,21 @@ def save_figure(fig: Figure, name: str, output_dir: str | Path | None = None) ->
         fig.savefig(path, dpi=110)
     if mlflow.active_run() is not None:
         mlflow.log_figure(fig, name)
+    return path
+
+
+def save_html(text: str, name: str, output_dir=None, run_id: str | None = None) -> Path | None:
+    """Save an HTML report as output_dir/name (when given) and log it to the run `run_id`, or
+    to the active run (the MLflow UI shows HTML artifacts)."""
+    path = None
+    if output_dir is not None:
+        path = Path(output_dir) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    if run_id is not None:
+        mlflow.MlflowClient().log_text(run_id, text, name)
+    elif mlflow.active_run() is not None:
+        mlflow.log_text(text, name)
     return path
 
 
@@ -71,8 +92,7 @@ def plot_equity(result: BacktestResult, title: str = "Backtest") -> Figure:
     top.set_ylabel("portfolio value")
     top.legend(loc="upper left")
     for column, label in (("equity", "strategy"), ("benchmark_equity", "buy and hold")):
-        values = curve[column].to_numpy()
-        drawdown = (values / np.maximum.accumulate(values) - 1.0) * 100.0
+        drawdown = drawdown_pct(curve[column])
         if column == "equity":
             bottom.fill_between(curve.index, drawdown, 0.0, alpha=0.4, label=label)
         else:

@@ -87,6 +87,12 @@ class WalkForwardResult(FieldMapping):
     report_path: Path | None = None
 
 
+def scaled_in_sample_return(row: dict) -> float:
+    """A window's in-sample return % compounded down to its test period's length."""
+    growth = 1 + row["train"]["total_return_pct"] / 100
+    return (growth ** (row["test_bars"] / row["train_bars"]) - 1) * 100
+
+
 def summarize(rows: list[dict]) -> dict:
     """Average in-sample (train) and out-of-sample (test) metrics and their degradation.
 
@@ -117,11 +123,7 @@ def summarize(rows: list[dict]) -> dict:
         statistics.fmean(r["test_benchmark"]["total_return_pct"] for r in rows)
     )
     test["profitable_windows"] = float(np.mean([r["test"]["total_return_pct"] > 0 for r in rows]))
-    scaled = [
-        ((1 + r["train"]["total_return_pct"] / 100) ** (r["test_bars"] / r["train_bars"]) - 1) * 100
-        - r["test"]["total_return_pct"]
-        for r in rows
-    ]
+    scaled = [scaled_in_sample_return(r) - r["test"]["total_return_pct"] for r in rows]
     degradation = {
         "avg_return_degradation": float(statistics.fmean(scaled)),
         "avg_sharpe_degradation": train["avg_sharpe"] - test["avg_sharpe"],

@@ -36,7 +36,8 @@ class BacktestSettings:
         engine: cash, fees, slippage, shorting; an engine without an interval gets the data's.
         strategy: MLBacktraderStrategy's knobs.
         experiment_name: MLflow experiment (under `mlflow run`, that run's is used).
-        output_dir: where the equity chart PNG is written (None: logged to MLflow only).
+        output_dir: where the equity chart PNG and the HTML report are written (None: logged
+            to MLflow only).
     """
 
     data: DataSpec = field(default_factory=lambda: DataSpec(days_back=90))
@@ -78,30 +79,43 @@ class WalkForwardSettings:
 
 @dataclass(frozen=True)
 class BacktestJobResult:
-    """A logged backtest: its MLflow run, chart and flat metrics (the strategy's, then the
-    benchmark's prefixed `benchmark_`)."""
+    """A logged backtest: its MLflow run, chart (PNG), interactive report (HTML) and flat
+    metrics (the strategy's, then the benchmark's prefixed `benchmark_`)."""
 
     run_id: str
     report_path: str | None
     model_name: str
     model_version: int
     metrics: dict[str, float]
+    html_report_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The flat record the CLI prints: run_id, report and the metrics."""
-        return {"run_id": self.run_id, "report": self.report_path, **self.metrics}
+        """The flat record the CLI prints: run_id, reports and the metrics."""
+        return {
+            "run_id": self.run_id,
+            "report": self.report_path,
+            "html_report": self.html_report_path,
+            **self.metrics,
+        }
 
 
 @dataclass(frozen=True)
 class WalkForwardJobResult:
-    """A logged walk-forward analysis: its MLflow parent run, chart, windows and summary."""
+    """A logged walk-forward analysis: its MLflow parent run, chart (PNG), interactive report
+    (HTML), windows and summary."""
 
     run_id: str
     report_path: str | None
     summary: dict
     windows: list[dict]
+    html_report_path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The record the CLI prints: run_id, report and the summary (train, test,
+        """The record the CLI prints: run_id, reports and the summary (train, test,
         degradation)."""
-        return {"run_id": self.run_id, "report": self.report_path, **self.summary}
+        return {
+            "run_id": self.run_id,
+            "report": self.report_path,
+            "html_report": self.html_report_path,
+            **self.summary,
+        }

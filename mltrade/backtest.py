@@ -40,7 +40,9 @@ PositionSize = Annotated[float, typer.Option(help="Fraction of equity per positi
 ScaleByConfidence = Annotated[
     bool, typer.Option("--scale-by-confidence", help="Size positions by confidence.")
 ]
-OutputDir = Annotated[str, typer.Option(help="Where PNG reports are written ('' : none).")]
+OutputDir = Annotated[
+    str, typer.Option(help="Where the PNG charts and the HTML report are written ('' : none).")
+]
 
 
 def _engine_and_strategy(
@@ -76,7 +78,8 @@ def backtest(
     output_dir: OutputDir = "reports",
     json_out: Json = False,
 ) -> dict:
-    """Backtest a registered model on candles; log the run, metrics and equity chart."""
+    """Backtest a registered model on candles; log the run, metrics, equity chart and HTML
+    report (also written to --output-dir; the paths are printed)."""
     from backtest.jobs import run_backtest_job
     from backtest.settings import BacktestSettings
     from training.specs import DataSpec
@@ -136,7 +139,8 @@ def walk_forward(
     output_dir: OutputDir = "reports",
     json_out: Json = False,
 ) -> dict:
-    """Retrain per window and backtest out of sample, windows in parallel on Ray."""
+    """Retrain per window and backtest out of sample, windows in parallel on Ray; log the runs,
+    the chart and the HTML report (also written to --output-dir; the paths are printed)."""
     from backtest.jobs import run_walk_forward_job
     from backtest.settings import WalkForwardSettings
     from training.models import build_config

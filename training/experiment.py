@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_EXPERIMENT",
     "input_example",
     "log_fit",
+    "log_plots",
     "resolve_config",
     "run_tags",
     "train_model",
@@ -95,20 +96,26 @@ def log_fit(result: FitResult, data: DataSpec, num_workers: int = 0) -> None:
     )
     mlflow.set_tags(run_tags(model_type, data, forecaster.metadata))
     mlflow.log_dict(forecaster.metadata, "data_metadata.json")
-    import matplotlib.pyplot as plt  # plot_* select the Agg backend first
+    log_plots(result)
 
-    from training.evaluation import plot_losses, plot_predictions
+
+def log_plots(result: FitResult) -> None:
+    """The loss curves and the test split in return space (predictions.png), with the interval's
+    coverage per month as a table (coverage_by_month.json), to the active run."""
+    from training.evaluation import coverage_by_month, plot_forecast, plot_losses
 
     test = result.splits["test"]
-    for fig, name in (
-        (plot_losses(result.history), "loss_curves.png"),
-        (
-            plot_predictions(test.target_time, test.next_close, result.test_forecast),
-            "predictions.png",
-        ),
-    ):
-        mlflow.log_figure(fig, name)
-        plt.close(fig)
+    monthly = coverage_by_month(test.target_time, test.next_close, result.test_forecast)
+    confidence = result.forecaster.confidence
+    mlflow.log_dict(
+        {"nominal": confidence, "months": monthly.to_dict(orient="records")},
+        "coverage_by_month.json",
+    )
+    mlflow.log_figure(plot_losses(result.history), "loss_curves.png")
+    figure = plot_forecast(
+        test.target_time, test.next_close, result.test_forecast, confidence, monthly
+    )
+    mlflow.log_figure(figure, "predictions.png")
 
 
 def input_example(result: FitResult) -> np.ndarray | None:

@@ -140,7 +140,8 @@ class TrainingData:
         forecaster.example = example if example.shape[2] > 1 else example[:, :, 0, :]
         forecast = forecaster.forecast(test.windows)
         closes = test.windows[:, :, 0, 3]
-        metrics = forecast_metrics(forecast, test.next_close, closes[:, -1] / closes[:, -2] - 1.0)
+        last_return = closes[:, -1] / closes[:, -2] - 1.0
+        metrics = forecast_metrics(forecast, test.next_close, last_return, test.target_time)
         splits = {name: s.split for name, s in self.splits.items()}
         forecaster.metadata.update(
             data_metadata(self.frames, splits), test_metrics=metrics, **metadata

@@ -181,11 +181,15 @@ def test_cli_backtest_logs_run_and_writes_equity_png(registered, tmp_path, capsy
         ]
     )
     assert (tmp_path / "equity_curve.png").stat().st_size > 10_000
+    assert out["html_report"] == str(tmp_path / "backtest_report.html")  # printed beside the PNG
+    assert "forecast interval" in (tmp_path / "backtest_report.html").read_text(encoding="utf-8")
     run = mlflow.get_run(out["run_id"])
     assert run.data.metrics["sharpe_ratio"] == pytest.approx(out["sharpe_ratio"])
     assert "benchmark_total_return_pct" in run.data.metrics
+    assert run.info.run_name == f"backtest_{MODEL}_v1_BTCUSDT"
+    assert (run.data.tags["symbol"], run.data.tags["model_name"]) == ("BTC/USDT", MODEL)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(out["run_id"])}
-    assert {"equity_curve.png", "trades.json"} <= artifacts
+    assert {"equity_curve.png", "trades.json", "backtest_report.html"} <= artifacts
     with pytest.raises(ModelNotFoundError):
         cli.main(["backtest", "--model-name", "missing_model", "--days-back", "10"])
 

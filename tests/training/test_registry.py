@@ -7,6 +7,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from mlflow.models import Model
 
 from training import deploy
 from training.data import load_data
@@ -92,9 +93,46 @@ def test_run_logs_params_metrics_plots_and_data_provenance(trained):
     assert len(run.data.tags["data_sha256"]) == 64 and run.data.tags["data_start"]
     client = mlflow.MlflowClient()
     names = {a.path for a in client.list_artifacts(result.run_id)}
-    assert {"loss_curves.png", "predictions.png", "data_metadata.json"} <= names
+    assert {"loss_curves.png", "predictions.png", "coverage_by_month.json"} <= names
+    assert "data_metadata.json" in names
     history = client.get_metric_history(result.run_id, "val_loss")
     assert len(history) >= 1
+
+
+@pytest.mark.parametrize("model_type", sorted(CASES))
+def test_run_page_name_tags_forecast_plot_and_model_signature(trained, model_type):
+    """What the MLflow UI shows for a training run, read back from the store: a readable name,
+    tags to filter by, the return-space plot with monthly coverage, and a model with a
+    signature and an input example of real windows."""
+    settings, result = trained[model_type]
+    run = mlflow.get_run(result.run_id)
+    assert run.info.run_name == f"{model_type}_BTCUSDT_1h"
+    tags = run.data.tags
+    assert (tags["symbol"], tags["interval"], tags["model_type"]) == ("BTC/USDT", "1h", model_type)
+    assert tags["symbols"] == ",".join(settings.data.symbols)
+    assert tags["data_start"] < tags["data_end"]
+    found = mlflow.search_runs(
+        experiment_names=["tests"],
+        filter_string=f"tags.symbol = 'BTC/USDT' and tags.model_type = '{model_type}'",
+    )
+    assert result.run_id in set(found["run_id"]) and set(found["tags.model_type"]) == {model_type}
+    metrics = run.data.metrics
+    assert 0 <= metrics["test_coverage_min_month"] <= metrics["test_interval_coverage"] <= 1
+    assert metrics["test_interval_coverage"] <= metrics["test_coverage_max_month"] <= 1
+    table = mlflow.artifacts.load_dict(f"runs:/{result.run_id}/coverage_by_month.json")
+    assert table["nominal"] == 0.9 and table["months"][-1]["month"] == tags["data_end"][:7]
+    assert min(m["coverage"] for m in table["months"]) == metrics["test_coverage_min_month"]
+    local = mlflow.artifacts.download_artifacts(result.model_uri)
+    model = Model.load(local)
+    assert model.signature.outputs.input_names() == [
+        "prediction",
+        "predicted_return",
+        "lower",
+        "upper",
+    ]
+    example = model.load_input_example(local)  # two real test windows, as the model takes them
+    assets = len(settings.data.symbols)
+    assert example.shape == ((2, 24, assets, 5) if assets > 1 else (2, 24, 5))
 
 
 def test_versions_resolve_by_latest_number_and_alias(trained):

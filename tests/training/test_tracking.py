@@ -1,12 +1,16 @@
 """The tracking module: experiment selection under `mlflow run` (MLFLOW_RUN_ID), param logging
-once with `resolved.` tags, train-if-missing, and run names."""
+once with `resolved.` tags, train-if-missing, and run names; the monthly interval coverage and
+the return-space forecast plot (a training run's page is read back in test_registry)."""
 
 from __future__ import annotations
 
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from training.evaluation import coverage_by_month, forecast_metrics, plot_forecast
 from training.tracking import ensure_registered, log_params, run_name_of, start_run
 
 
@@ -68,3 +72,28 @@ def test_ensure_registered_trains_only_when_missing(tracking, tmp_path):
 def test_run_names_are_readable():
     assert run_name_of("lstm", "BTC/USDT", "1h") == "lstm_BTCUSDT_1h"
     assert run_name_of("cnn_lstm", None, "", "4h") == "cnn_lstm_4h"
+
+
+def test_coverage_per_month_and_the_return_space_plot():
+    times = pd.date_range("2025-01-31 20:00", periods=8, freq="h", tz="UTC")  # 4 bars a month
+    last = np.full(8, 100.0)
+    forecast = {
+        "last_close": last,
+        "predicted_return": np.full(8, 0.001),
+        "lower": last - 1.0,
+        "upper": last + 1.0,
+    }
+    next_close = np.array([100.5, 99.5, 102.0, 100.0, 100.2, 98.0, 97.0, 96.0])
+    monthly = coverage_by_month(times, next_close, forecast)
+    assert monthly.to_dict(orient="list") == {
+        "month": ["2025-01", "2025-02"],
+        "bars": [4, 4],
+        "coverage": [0.75, 0.25],
+    }
+    metrics = forecast_metrics(forecast, next_close, np.zeros(8), times)
+    assert metrics["coverage_min_month"] == 0.25 and metrics["coverage_max_month"] == 0.75
+    assert metrics["interval_coverage"] == 0.5
+    figure = plot_forecast(times, next_close, forecast, 0.9, monthly)
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles[0] == "Test split: next-bar return" and "coverage per month" in titles[2]
+    assert figure.axes[0].get_ylabel() == "return %"  # returns, not price levels
