@@ -118,76 +118,44 @@ def backtest_figure(
         row_heights=(0.45, 0.35, 0.2),
         subplot_titles=("Price", "Portfolio value", "Drawdown %"),
     )
+    price: list[go.Scatter] = []
     if forecast is not None:
         band = _band(candles, forecast)
-        fig.add_trace(
+        edge = {"legendgroup": "band", "name": "forecast interval", "line": {"width": 0}}
+        price += [
+            go.Scatter(x=band["upper"].index, y=band["upper"], showlegend=False, **edge),
             go.Scatter(
-                x=band["upper"].index,
-                y=band["upper"],
-                name="forecast interval",
-                legendgroup="band",
-                showlegend=False,
-                line={"width": 0},
-                hoverinfo="skip",
+                x=band["lower"].index, y=band["lower"], fill="tonexty", fillcolor=BAND, **edge
             ),
-            row=1,
-            col=1,
-        )
-        fig.add_trace(
-            go.Scatter(
-                x=band["lower"].index,
-                y=band["lower"],
-                name="forecast interval",
-                legendgroup="band",
-                fill="tonexty",
-                fillcolor=BAND,
-                line={"width": 0},
-            ),
-            row=1,
-            col=1,
-        )
-        fig.add_trace(
             go.Scatter(
                 x=band["predicted"].index,
                 y=band["predicted"],
                 name="predicted close",
                 line={"color": "#ff7f0e", "width": 1, "dash": "dot"},
-                visible="legendonly",  # on top of the close it hides it; a click shows it
+                visible="legendonly",  # it would hide the close under it; a click shows it
             ),
-            row=1,
-            col=1,
-        )
-    fig.add_trace(
+        ]
+    price.append(
         go.Scatter(
             x=candles.index, y=candles["close"], name="close", line={"color": "black", "width": 1}
-        ),
-        row=1,
-        col=1,
+        )
     )
-    for marker in _trade_markers(result.trades):
-        fig.add_trace(marker, row=1, col=1)
+    for trace in [*price, *_trade_markers(result.trades)]:
+        fig.add_trace(trace, row=1, col=1)
     for column, name, color in (
         ("equity", "strategy", STRATEGY),
         ("benchmark_equity", "buy and hold", BENCHMARK),
     ):
-        fig.add_trace(
-            go.Scatter(
-                x=curve.index, y=curve[column], name=name, line={"color": color, "width": 1.3}
-            ),
-            row=2,
-            col=1,
+        line = {"color": color, "width": 1.3}
+        fig.add_trace(go.Scatter(x=curve.index, y=curve[column], name=name, line=line), 2, 1)
+        drawdown = go.Scatter(
+            x=curve.index,
+            y=drawdown_pct(curve[column]),
+            name=f"{name} drawdown",
+            line=line,
+            fill="tozeroy" if column == "equity" else None,
         )
-        fig.add_trace(
-            go.Scatter(
-                x=curve.index,
-                y=drawdown_pct(curve[column]),
-                name=f"{name} drawdown",
-                line={"color": color, "width": 1},
-                fill="tozeroy" if column == "equity" else None,
-            ),
-            row=3,
-            col=1,
-        )
+        fig.add_trace(drawdown, 3, 1)
     metrics, bench = result.metrics, result.benchmark
     fig.update_layout(
         title=(
@@ -223,38 +191,17 @@ def walk_forward_figure(windows: list[dict]) -> go.Figure:
         ),
         specs=[[{}], [{}], [{"secondary_y": True}]],
     )
-    raw = [
-        f"in sample over its whole period: {w['train']['total_return_pct']:.2f}%" for w in windows
-    ]
-    for row, values in (
-        (1, (scaled, test_return, [w["test_benchmark"]["total_return_pct"] for w in windows])),
-        (
-            2,
-            [
-                [w[side]["sharpe_ratio"] for w in windows]
-                for side in ("train", "test", "test_benchmark")
-            ],
-        ),
-    ):
-        for (name, color), ys in zip(
-            (("in sample", "#9467bd"), ("out of sample", STRATEGY), ("buy and hold", BENCHMARK)),
-            values,
-            strict=True,
-        ):
-            fig.add_trace(
-                go.Bar(
-                    x=labels,
-                    y=ys,
-                    name=name,
-                    legendgroup=name,
-                    showlegend=row == 1,
-                    marker_color=color,
-                    text=raw if (row, name) == (1, "in sample") else None,
-                    textposition="none",
-                ),
-                row=row,
-                col=1,
-            )
+    raw = [f"whole training period: {w['train']['total_return_pct']:.2f}%" for w in windows]
+    sides = (("train", "in sample", "#9467bd"), ("test", "out of sample", STRATEGY))
+    sides += (("test_benchmark", "buy and hold", BENCHMARK),)
+    returns = {"train": scaled, "test": test_return}
+    for key, name, color in sides:
+        style = {"name": name, "legendgroup": name, "marker_color": color}
+        ret = returns[key] if key in returns else [w[key]["total_return_pct"] for w in windows]
+        hover = {"text": raw, "textposition": "none"} if key == "train" else {}
+        fig.add_trace(go.Bar(x=labels, y=ret, **style, **hover), 1, 1)
+        sharpe = [w[key]["sharpe_ratio"] for w in windows]
+        fig.add_trace(go.Bar(x=labels, y=sharpe, showlegend=False, **style), 2, 1)
     fig.add_trace(
         go.Bar(
             x=labels,
