@@ -4,23 +4,27 @@ Each window trains a fresh forecaster on its training period only (training.fit)
 there (in sample) and on the test period that follows (out of sample). Tasks return metrics and
 the model bundle's bytes; the driver alone writes to MLflow (one parent run, a nested run per
 window), so many tasks never race on one SQLite file.
+
+Ray workers import this module to run `run_window`, so it imports only what a window needs at
+module level; MLflow, the charts and the progress bar are imported by the driver's code alone.
+The candles go to the object store once; the tasks are submitted before the driver sets up
+MLflow, so workers import and train while it does.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import mlflow
 import pandas as pd
-from tqdm.auto import tqdm
 
 from backtest.engine import BacktraderEngine, check_strategy_params
-from backtest.report import log_metrics, plot_walk_forward, save_figure
 from backtest.results import BacktestResult, WalkForwardResult, summarize
 from backtest.strategies import MLBacktraderStrategy, forecast_table
 from backtest.windows import WalkForwardError, WalkForwardWindow, make_windows
@@ -83,6 +87,7 @@ class WindowOutcome:
     model_metrics: dict[str, float]
     bundle: dict[str, bytes]  # the model bundle's files, name -> bytes
     seconds: float
+    node_id: str | None = None  # the Ray node it ran on (None: not in a Ray task)
 
 
 def window_params(
@@ -132,7 +137,17 @@ def run_window(
         model_metrics=dict(fit.metrics),
         bundle=_bundle_bytes(fit.forecaster),
         seconds=time.perf_counter() - began,
+        node_id=_ray_node_id(),
     )
+
+
+def _ray_node_id() -> str | None:
+    """The id of the Ray node this task runs on; None outside a Ray worker."""
+    ray = sys.modules.get("ray")  # never imported just to ask
+    if ray is None or not ray.is_initialized():
+        return None
+    context = ray.get_runtime_context()
+    return context.get_node_id() if context.worker.mode == ray.WORKER_MODE else None
 
 
 @dataclass(frozen=True)
@@ -240,23 +255,39 @@ class WalkForwardAnalyzer:
                 "MLBacktraderStrategy)"
             )
         candles, windows, config = self.plan(data, model_config)
+        args = (config, strategy, params, self.engine, symbol)
+        began = time.perf_counter()
+        with closing(self._start(candles, windows, args)) as outcomes:
+            return self._log_outcomes(outcomes, began, config, params, symbol, run_name)
+
+    def _log_outcomes(
+        self,
+        outcomes: _InProcess | _TaskOutcomes,
+        began: float,
+        config: ModelConfig,
+        params: dict,
+        symbol: str,
+        run_name: str | None,
+    ) -> WalkForwardResult:
+        """The driver's part: the parent run, a nested run per window as it finishes, the
+        summary, chart and result."""
+        import mlflow
+
+        from backtest.report import log_metrics, plot_walk_forward, save_figure
         from training.tracking import log_model, setup_tracking, start_run
 
         setup_tracking()
-        began = time.perf_counter()
         rows = []
         nested = mlflow.active_run() is not None
         with start_run(self.experiment_name, run_name or "walk_forward", nested=nested) as parent:
-            mlflow.log_params(self._params(config, params, symbol, len(windows)))
-            progress = tqdm(
-                total=len(windows), desc="walk-forward windows", disable=not self.show_progress
-            )
-            args = (config, strategy, params, self.engine, symbol)
-            for outcome in self._outcomes(candles, windows, args):
-                with mlflow.start_run(run_name=f"window_{outcome.window.index:02d}", nested=True):
-                    rows.append(self._log_window(outcome, log_model))
-                progress.update(1)
-            progress.close()
+            mlflow.log_params(self._params(config, params, symbol, len(outcomes)))
+            with self._progress(len(outcomes)) as progress:
+                for outcome in outcomes:
+                    name = f"window_{outcome.window.index:02d}"
+                    tags = {"ray_node_id": outcome.node_id} if outcome.node_id else None
+                    with mlflow.start_run(run_name=name, nested=True, tags=tags):
+                        rows.append(self._log_window(outcome, log_model, log_metrics))
+                    self._report(progress, rows[-1])
             rows.sort(key=lambda r: r["index"])
             summary = summarize(rows)
             log_metrics({f"{side}_{k}": v for side in summary for k, v in summary[side].items()})
@@ -266,19 +297,37 @@ class WalkForwardAnalyzer:
             rows, summary, parent.info.run_id, time.perf_counter() - began, path
         )
 
-    def _outcomes(self, candles: pd.DataFrame, windows: list[WalkForwardWindow], args: tuple):
-        """Yield window outcomes as they finish (Ray tasks) or in order (sequential)."""
+    def _progress(self, total: int):
+        """A bar of windows done on stderr; off with show_progress=False or when stderr is not a
+        terminal (logs and CI)."""
+        from tqdm.auto import tqdm
+
+        enabled = self.show_progress and sys.stderr.isatty()
+        return tqdm(total=total, desc="walk-forward windows", unit="window", disable=not enabled)
+
+    @staticmethod
+    def _report(progress, row: dict) -> None:
+        """Advance the bar and show the window that just finished with its test return."""
+        if progress.disable:
+            return
+        progress.set_postfix_str(
+            f"window {row['index']}: test {row['test']['total_return_pct']:+.2f}%", refresh=False
+        )
+        progress.update(1)
+        progress.write(
+            f"window {row['index']:>2} test {row['test_start'][:10]}..{row['test_end'][:10]}: "
+            f"return {row['test']['total_return_pct']:+.2f}% (buy and hold "
+            f"{row['test_benchmark']['total_return_pct']:+.2f}%), {row['seconds']:.1f} s",
+            file=sys.stderr,
+        )
+
+    def _start(self, candles: pd.DataFrame, windows: list[WalkForwardWindow], args: tuple):
+        """Start the windows: as Ray tasks, all submitted now; else in this process, one by one
+        as the result is iterated. Returns an iterator of outcomes as they finish, with close()
+        (cancels the windows still pending)."""
         threads = self.torch_threads or max(1, int(self.num_cpus_per_task))
         if not self.parallel:
-            import torch
-
-            before = torch.get_num_threads()
-            try:
-                for window in windows:
-                    yield run_window(candles, window, *args, torch_threads=threads)
-            finally:
-                torch.set_num_threads(before)
-            return
+            return _InProcess(candles, windows, args, threads)
         import ray
 
         from training.cluster import ensure_ray
@@ -287,15 +336,10 @@ class WalkForwardAnalyzer:
         task = ray.remote(run_window).options(
             num_cpus=self.num_cpus_per_task, num_gpus=self.num_gpus_per_task, max_retries=0
         )
-        data_ref = ray.put(candles)
-        pending = [task.remote(data_ref, w, *args, torch_threads=threads) for w in windows]
-        try:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                yield ray.get(done[0])
-        finally:  # a failed window (or Ctrl-C) stops the rest instead of leaving them running
-            for ref in pending:
-                ray.cancel(ref)
+        data_ref = ray.put(candles)  # once; every task reads the same copy
+        return _TaskOutcomes(
+            [task.remote(data_ref, w, *args, torch_threads=threads) for w in windows]
+        )
 
     def _params(self, config: ModelConfig, strategy_params, symbol, n_windows) -> dict:
         """Run parameters, all prefixed `wf_` so they never clash with those `mlflow run`
@@ -319,8 +363,10 @@ class WalkForwardAnalyzer:
         return {f"wf_{k}": v for k, v in params.items()}
 
     @staticmethod
-    def _log_window(outcome: WindowOutcome, log_model) -> dict:
+    def _log_window(outcome: WindowOutcome, log_model, log_metrics) -> dict:
         """Log one window as the active nested run; returns its row for the results."""
+        import mlflow
+
         window, train, test = outcome.window, outcome.train, outcome.test
         dates = {
             "train_start": str(window.train_start),
@@ -352,3 +398,52 @@ class WalkForwardAnalyzer:
             "model_uri": info.model_uri,
             "seconds": outcome.seconds,
         }
+
+
+class _InProcess:
+    """The windows one after another in this process as they are iterated, torch on `threads`
+    threads meanwhile."""
+
+    def __init__(self, candles, windows: list[WalkForwardWindow], args: tuple, threads: int):
+        self.candles, self.windows, self.args, self.threads = candles, windows, args, threads
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __iter__(self) -> Iterator[WindowOutcome]:
+        import torch
+
+        before = torch.get_num_threads()
+        try:
+            for window in self.windows:
+                yield run_window(self.candles, window, *self.args, torch_threads=self.threads)
+        finally:
+            torch.set_num_threads(before)
+
+    def close(self) -> None:
+        """Nothing runs between windows."""
+
+
+class _TaskOutcomes:
+    """Window tasks already submitted; iterating yields their outcomes as they finish."""
+
+    def __init__(self, refs: list) -> None:
+        self.pending, self.total = refs, len(refs)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __iter__(self) -> Iterator[WindowOutcome]:
+        import ray
+
+        while self.pending:
+            done, self.pending = ray.wait(self.pending, num_returns=1)
+            yield ray.get(done[0])
+
+    def close(self) -> None:
+        """Cancel what has not finished: a failed window (or Ctrl-C) stops the rest."""
+        import ray
+
+        for ref in self.pending:
+            ray.cancel(ref)
+        self.pending = []
