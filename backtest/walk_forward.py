@@ -1,41 +1,52 @@
 """Walk-forward analysis: retrain per window, backtest in and out of sample, windows as Ray tasks.
 
 Each window trains a fresh forecaster on its training period only (training.fit), backtests it
-there (in sample) and on the test period that follows (out of sample). Tasks return metrics and
-the model bundle's bytes; the driver alone writes to MLflow (one parent run, a nested run per
-window), so many tasks never race on one SQLite file.
+there (in sample) and on the test period that follows (out of sample): `backtest.window_tasks`
+runs these steps as Ray tasks or in process. Tasks return metrics and the model bundle's bytes;
+the driver alone writes to MLflow (one parent run, a nested run per window), so many tasks never
+race on one SQLite file.
 
-Ray workers import this module to run `run_window`, so it imports only what a window needs at
-module level; MLflow, the charts and the progress bar are imported by the driver's code alone.
-The candles go to the object store once; the tasks are submitted before the driver sets up
-MLflow, so workers import and train while it does.
+Ray workers import the `backtest` package, so this module imports MLflow, the charts and the
+progress bar only in the driver's code. The first tasks start before the driver sets up MLflow:
+workers import and train while it does.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import pandas as pd
 
 from backtest.engine import BacktraderEngine, check_strategy_params
-from backtest.results import BacktestResult, WalkForwardResult, summarize
-from backtest.strategies import MLBacktraderStrategy, forecast_table
+from backtest.results import WalkForwardResult, summarize
+from backtest.strategies import MLBacktraderStrategy
+from backtest.window_tasks import (
+    InProcessWindows,
+    RayWindows,
+    WindowOutcome,
+    load_bundle,
+    run_window,
+    window_params,
+)
 from backtest.windows import WalkForwardError, WalkForwardWindow, make_windows
-from training.bundle import Forecaster
 from training.config import ModelConfig
 from training.dataset import bars_needed
-from training.fit import fit_forecaster
 from training.models import get_model_spec, model_type_of
 from training.validation import validate_ohlcv
 
-__all__ = ["WalkForwardAnalyzer", "WalkForwardResult", "as_model_config", "run_window", "summarize"]
+__all__ = [
+    "WalkForwardAnalyzer",
+    "WalkForwardResult",
+    "as_model_config",
+    "run_window",
+    "summarize",
+    "window_params",
+]
 
 
 def as_model_config(model_config: ModelConfig | Mapping | None) -> ModelConfig:
@@ -62,92 +73,6 @@ def as_model_config(model_config: ModelConfig | Mapping | None) -> ModelConfig:
         "model_config must be a model config (e.g. LSTMModelConfig(...)), a mapping or None, "
         f"got {type(model_config).__name__}"
     )
-
-
-def _bundle_bytes(forecaster: Forecaster) -> dict[str, bytes]:
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = forecaster.save(Path(tmp))
-        return {p.name: p.read_bytes() for p in directory.iterdir()}
-
-
-def _load_bundle(files: dict[str, bytes]) -> Forecaster:
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, content in files.items():
-            (Path(tmp) / name).write_bytes(content)
-        return Forecaster.load(tmp, device="cpu")
-
-
-@dataclass(frozen=True)
-class WindowOutcome:
-    """What one window's task returns to the driver (which alone talks to MLflow)."""
-
-    window: WalkForwardWindow
-    train: BacktestResult
-    test: BacktestResult
-    model_metrics: dict[str, float]
-    bundle: dict[str, bytes]  # the model bundle's files, name -> bytes
-    seconds: float
-    node_id: str | None = None  # the Ray node it ran on (None: not in a Ray task)
-
-
-def window_params(
-    strategy: type, params: dict, forecaster: Forecaster, train: pd.DataFrame, test: pd.DataFrame
-) -> tuple[dict, dict]:
-    """Strategy parameters for the in-sample and the out-of-sample backtest of one window.
-
-    A strategy taking `forecast` gets the window's forecasts, made in one batched call over
-    train + test (the test bars' windows reach back into the training bars, as `history` does);
-    otherwise it gets the `forecaster` (and the training bars as `history` where it takes it).
-    """
-    keys = strategy.params._getkeys()
-    if "forecast" in keys:
-        table = forecast_table(forecaster, pd.concat([train, test]))
-        return {**params, "forecast": table}, {**params, "forecast": table}
-    given = {**params, "forecaster": forecaster}
-    return given, {**given, "history": train} if "history" in keys else given
-
-
-def run_window(
-    candles: pd.DataFrame,
-    window: WalkForwardWindow,
-    config: ModelConfig,
-    strategy: type,
-    strategy_params: dict,
-    engine: BacktraderEngine,
-    symbol: str,
-    torch_threads: int | None = None,
-) -> WindowOutcome:
-    """Train on the window's training period, backtest in and out of sample.
-
-    Runs as a Ray task or in-process; touches no MLflow state. `candles` were validated once by
-    the analyzer and are not checked again.
-    """
-    if torch_threads:
-        import torch
-
-        torch.set_num_threads(torch_threads)  # tasks sharing a node must not oversubscribe
-    began = time.perf_counter()
-    train, test = window.slices(candles)
-    fit = fit_forecaster({symbol: train}, config, show_progress=False)
-    in_params, out_params = window_params(strategy, strategy_params, fit.forecaster, train, test)
-    return WindowOutcome(
-        window=window,
-        train=engine.run_validated(train, strategy, in_params),
-        test=engine.run_validated(test, strategy, out_params),
-        model_metrics=dict(fit.metrics),
-        bundle=_bundle_bytes(fit.forecaster),
-        seconds=time.perf_counter() - began,
-        node_id=_ray_node_id(),
-    )
-
-
-def _ray_node_id() -> str | None:
-    """The id of the Ray node this task runs on; None outside a Ray worker."""
-    ray = sys.modules.get("ray")  # never imported just to ask
-    if ray is None or not ray.is_initialized():
-        return None
-    context = ray.get_runtime_context()
-    return context.get_node_id() if context.worker.mode == ray.WORKER_MODE else None
 
 
 @dataclass(frozen=True)
@@ -262,7 +187,7 @@ class WalkForwardAnalyzer:
 
     def _log_outcomes(
         self,
-        outcomes: _InProcess | _TaskOutcomes,
+        outcomes: InProcessWindows | RayWindows,
         began: float,
         config: ModelConfig,
         params: dict,
@@ -322,23 +247,17 @@ class WalkForwardAnalyzer:
         )
 
     def _start(self, candles: pd.DataFrame, windows: list[WalkForwardWindow], args: tuple):
-        """Start the windows: as Ray tasks, all submitted now; else in this process, one by one
-        as the result is iterated. Returns an iterator of outcomes as they finish, with close()
-        (cancels the windows still pending)."""
+        """Start the windows: as Ray tasks (see RayWindows), the first ones now; else in this
+        process, one by one as the result is iterated. Either yields outcomes as windows finish
+        and has close() (cancels what is still running)."""
         threads = self.torch_threads or max(1, int(self.num_cpus_per_task))
         if not self.parallel:
-            return _InProcess(candles, windows, args, threads)
-        import ray
-
+            return InProcessWindows(candles, windows, args, threads)
         from training.cluster import ensure_ray
 
         ensure_ray()  # a local instance, or the cluster named by RAY_ADDRESS
-        task = ray.remote(run_window).options(
-            num_cpus=self.num_cpus_per_task, num_gpus=self.num_gpus_per_task, max_retries=0
-        )
-        data_ref = ray.put(candles)  # once; every task reads the same copy
-        return _TaskOutcomes(
-            [task.remote(data_ref, w, *args, torch_threads=threads) for w in windows]
+        return RayWindows(
+            candles, windows, args, threads, self.num_cpus_per_task, self.num_gpus_per_task
         )
 
     def _params(self, config: ModelConfig, strategy_params, symbol, n_windows) -> dict:
@@ -384,7 +303,7 @@ class WalkForwardAnalyzer:
                 "seconds": outcome.seconds,
             }
         )
-        info = log_model(_load_bundle(outcome.bundle))
+        info = log_model(load_bundle(outcome.bundle))
         return {
             "index": window.index,
             **dates,
@@ -398,52 +317,3 @@ class WalkForwardAnalyzer:
             "model_uri": info.model_uri,
             "seconds": outcome.seconds,
         }
-
-
-class _InProcess:
-    """The windows one after another in this process as they are iterated, torch on `threads`
-    threads meanwhile."""
-
-    def __init__(self, candles, windows: list[WalkForwardWindow], args: tuple, threads: int):
-        self.candles, self.windows, self.args, self.threads = candles, windows, args, threads
-
-    def __len__(self) -> int:
-        return len(self.windows)
-
-    def __iter__(self) -> Iterator[WindowOutcome]:
-        import torch
-
-        before = torch.get_num_threads()
-        try:
-            for window in self.windows:
-                yield run_window(self.candles, window, *self.args, torch_threads=self.threads)
-        finally:
-            torch.set_num_threads(before)
-
-    def close(self) -> None:
-        """Nothing runs between windows."""
-
-
-class _TaskOutcomes:
-    """Window tasks already submitted; iterating yields their outcomes as they finish."""
-
-    def __init__(self, refs: list) -> None:
-        self.pending, self.total = refs, len(refs)
-
-    def __len__(self) -> int:
-        return self.total
-
-    def __iter__(self) -> Iterator[WindowOutcome]:
-        import ray
-
-        while self.pending:
-            done, self.pending = ray.wait(self.pending, num_returns=1)
-            yield ray.get(done[0])
-
-    def close(self) -> None:
-        """Cancel what has not finished: a failed window (or Ctrl-C) stops the rest."""
-        import ray
-
-        for ref in self.pending:
-            ray.cancel(ref)
-        self.pending = []
