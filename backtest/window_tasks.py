@@ -2,7 +2,7 @@
 Ray tasks.
 
 A window first trains its model on its training period (`fit_window`, the long step), then
-backtests it in and out of sample (`test_window`, a few times shorter). As separate tasks, a
+backtests it in and out of sample (`backtest_window`, a few times shorter). As separate tasks, a
 CPU that would wait for the last models to train backtests finished windows meanwhile. The
 model reaches the backtest as its saved bundle, in process as well as on Ray, so both give the
 same results.
@@ -33,7 +33,7 @@ from training.fit import fit_forecaster
 
 @dataclass(frozen=True)
 class WindowModel:
-    """A window's trained model: what `fit_window` hands to `test_window`."""
+    """A window's trained model: what `fit_window` hands to `backtest_window`."""
 
     window: WalkForwardWindow
     model_metrics: dict[str, float]
@@ -109,7 +109,7 @@ def fit_window(
     )
 
 
-def test_window(
+def backtest_window(
     candles: pd.DataFrame,
     model: WindowModel,
     strategy: type,
@@ -147,7 +147,7 @@ def run_window(
 ) -> WindowOutcome:
     """Both steps of one window, one after the other (the in-process path)."""
     model = fit_window(candles, window, config, symbol, torch_threads)
-    return test_window(candles, model, strategy, strategy_params, engine, torch_threads)
+    return backtest_window(candles, model, strategy, strategy_params, engine, torch_threads)
 
 
 def _set_threads(torch_threads: int | None) -> None:
@@ -218,7 +218,7 @@ class RayWindows:
         self.threads, self.num_cpus, self.num_gpus = threads, num_cpus, num_gpus
         resources = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": 0}
         self.fit = ray.remote(fit_window).options(name="fit_window", **resources)
-        self.test = ray.remote(test_window).options(name="test_window", **resources)
+        self.test = ray.remote(backtest_window).options(name="backtest_window", **resources)
         self.data = ray.put(candles)
         self.total = len(windows)
         self.to_fit = list(windows)
