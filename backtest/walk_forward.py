@@ -88,7 +88,8 @@ class WalkForwardAnalyzer:
         parallel: run windows as Ray tasks (local Ray, or the cluster at RAY_ADDRESS); False
             runs them one after another in this process.
         experiment_name: MLflow experiment of the parent run.
-        show_progress: show a progress bar of windows done.
+        show_progress: a bar of windows done on stderr, with each window's test return, when
+            stderr is a terminal.
         output_dir: where to save the walk-forward chart PNG (also logged to MLflow).
     """
 

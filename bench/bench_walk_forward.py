@@ -14,6 +14,10 @@ load average is taken as each round starts. One MLflow SQLite store, created bef
 round, serves every round. Ray runs workers at niceness 15 by default; the bench sets
 RAY_worker_niceness=0 so that they compete with the driver and with other work at its priority.
 
+Next to wall time, the table gives the CPU seconds of the driver process and of its Ray workers
+during `analyze()`: on a busy machine wall times stretch, CPU seconds much less, and with N idle
+cores a round takes about max(longest chain of windows, total CPU / N).
+
     .venv/bin/python bench/bench_walk_forward.py [--rounds 3] [--jobs big,small] [--sequential]
 """
 
@@ -63,21 +67,39 @@ def child(job: str, cpus: int) -> dict:
         began = time.perf_counter()
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         init_s = time.perf_counter() - began
-    began = time.perf_counter()
+    workers_before = _workers_cpu()
+    began, cpu_began = time.perf_counter(), time.process_time()
     result = analyzer.analyze(
         candles,
         MLBacktraderStrategy,
         LSTMModelConfig(sequence_length=48, epochs=spec["epochs"]),
         symbol="BTC/USDT",
     )
-    seconds = time.perf_counter() - began
+    seconds, driver_cpu = time.perf_counter() - began, time.process_time() - cpu_began
     assert len(result.windows) == spec["windows"], len(result.windows)
     return {
         "seconds": seconds,
+        "driver_cpu_s": driver_cpu,
+        "workers_cpu_s": _workers_cpu() - workers_before,
         "ray_init_s": init_s,
         "window_s": statistics.fmean(w["seconds"] for w in result.windows),
         "test_returns": [round(w["test"]["total_return_pct"], 6) for w in result.windows],
     }
+
+
+def _workers_cpu() -> float:
+    """CPU seconds used so far by this process's Ray workers (`ray::` processes)."""
+    from ray.thirdparty_files import psutil
+
+    total = 0.0
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.name().startswith("ray::") or "default_worker.py" in " ".join(proc.cmdline()):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
 
 
 def _days(n: int):
@@ -140,9 +162,9 @@ def main() -> None:
     print("`analyze()` in a fresh process (cold Ray workers), median over rounds\n")
     print(
         "| job | setting | seconds per round | median s | ratio vs 1 CPU | target | "
-        "mean window s | ray.init s | load average per round |"
+        "mean window s | driver CPU s | workers CPU s | load average per round |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
     for job in jobs:
         spec = JOBS[job]
         label = (
@@ -160,7 +182,8 @@ def main() -> None:
                 f"| {label} | {setting} | {_joined(outs, 'seconds')} | {median:.1f} | "
                 f"{ratio:.2f}x | {target} | "
                 f"{statistics.fmean(o['window_s'] for o in outs):.2f} | "
-                f"{statistics.fmean(o['ray_init_s'] for o in outs):.1f} | "
+                f"{statistics.fmean(o['driver_cpu_s'] for o in outs):.1f} | "
+                f"{statistics.fmean(o['workers_cpu_s'] for o in outs):.1f} | "
                 f"{_joined(outs, 'load')} |"
             )
 
