@@ -105,6 +105,7 @@ def run_walk_forward_job(settings: WalkForwardSettings) -> WalkForwardJobResult:
         num_gpus_per_task=settings.num_gpus_per_task,
         parallel=settings.parallel,
         experiment_name=settings.experiment_name,
+        show_progress=settings.show_progress,
         output_dir=settings.output_dir,
     )
     result = analyzer.analyze(

@@ -61,6 +61,8 @@ class WalkForwardSettings:
         num_cpus_per_task, num_gpus_per_task: Ray resources per window.
         parallel: windows as Ray tasks; False runs them one after another in this process.
         experiment_name, output_dir: as in BacktestSettings.
+        show_progress: a progress bar on stderr with each window's test return (only when
+            stderr is a terminal).
     """
 
     data: DataSpec = field(default_factory=lambda: DataSpec(days_back=None))
@@ -75,6 +77,7 @@ class WalkForwardSettings:
     parallel: bool = True
     experiment_name: str = "walk_forward"
     output_dir: str | None = "reports"
+    show_progress: bool = True
 
 
 @dataclass(frozen=True)

@@ -1,37 +1,52 @@
 """Walk-forward analysis: retrain per window, backtest in and out of sample, windows as Ray tasks.
 
 Each window trains a fresh forecaster on its training period only (training.fit), backtests it
-there (in sample) and on the test period that follows (out of sample). Tasks return metrics and
-the model bundle's bytes; the driver alone writes to MLflow (one parent run, a nested run per
-window), so many tasks never race on one SQLite file.
+there (in sample) and on the test period that follows (out of sample): `backtest.window_tasks`
+runs these steps as Ray tasks or in process. Tasks return metrics and the model bundle's bytes;
+the driver alone writes to MLflow (one parent run, a nested run per window), so many tasks never
+race on one SQLite file.
+
+Ray workers import the `backtest` package, so this module imports MLflow, the charts and the
+progress bar only in the driver's code. The first tasks start before the driver sets up MLflow:
+workers import and train while it does.
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
+import sys
 import time
 from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-import mlflow
 import pandas as pd
-from tqdm.auto import tqdm
 
 from backtest.engine import BacktraderEngine, check_strategy_params
-from backtest.report import log_metrics, plot_walk_forward, save_figure
-from backtest.results import BacktestResult, WalkForwardResult, summarize
-from backtest.strategies import MLBacktraderStrategy, forecast_table
+from backtest.results import WalkForwardResult, summarize
+from backtest.strategies import MLBacktraderStrategy
+from backtest.window_tasks import (
+    InProcessWindows,
+    RayWindows,
+    WindowOutcome,
+    load_bundle,
+    run_window,
+    window_params,
+)
 from backtest.windows import WalkForwardError, WalkForwardWindow, make_windows
-from training.bundle import Forecaster
 from training.config import ModelConfig
 from training.dataset import bars_needed
-from training.fit import fit_forecaster
 from training.models import get_model_spec, model_type_of
 from training.validation import validate_ohlcv
 
-__all__ = ["WalkForwardAnalyzer", "WalkForwardResult", "as_model_config", "run_window", "summarize"]
+__all__ = [
+    "WalkForwardAnalyzer",
+    "WalkForwardResult",
+    "as_model_config",
+    "run_window",
+    "summarize",
+    "window_params",
+]
 
 
 def as_model_config(model_config: ModelConfig | Mapping | None) -> ModelConfig:
@@ -60,81 +75,6 @@ def as_model_config(model_config: ModelConfig | Mapping | None) -> ModelConfig:
     )
 
 
-def _bundle_bytes(forecaster: Forecaster) -> dict[str, bytes]:
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = forecaster.save(Path(tmp))
-        return {p.name: p.read_bytes() for p in directory.iterdir()}
-
-
-def _load_bundle(files: dict[str, bytes]) -> Forecaster:
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, content in files.items():
-            (Path(tmp) / name).write_bytes(content)
-        return Forecaster.load(tmp, device="cpu")
-
-
-@dataclass(frozen=True)
-class WindowOutcome:
-    """What one window's task returns to the driver (which alone talks to MLflow)."""
-
-    window: WalkForwardWindow
-    train: BacktestResult
-    test: BacktestResult
-    model_metrics: dict[str, float]
-    bundle: dict[str, bytes]  # the model bundle's files, name -> bytes
-    seconds: float
-
-
-def window_params(
-    strategy: type, params: dict, forecaster: Forecaster, train: pd.DataFrame, test: pd.DataFrame
-) -> tuple[dict, dict]:
-    """Strategy parameters for the in-sample and the out-of-sample backtest of one window.
-
-    A strategy taking `forecast` gets the window's forecasts, made in one batched call over
-    train + test (the test bars' windows reach back into the training bars, as `history` does);
-    otherwise it gets the `forecaster` (and the training bars as `history` where it takes it).
-    """
-    keys = strategy.params._getkeys()
-    if "forecast" in keys:
-        table = forecast_table(forecaster, pd.concat([train, test]))
-        return {**params, "forecast": table}, {**params, "forecast": table}
-    given = {**params, "forecaster": forecaster}
-    return given, {**given, "history": train} if "history" in keys else given
-
-
-def run_window(
-    candles: pd.DataFrame,
-    window: WalkForwardWindow,
-    config: ModelConfig,
-    strategy: type,
-    strategy_params: dict,
-    engine: BacktraderEngine,
-    symbol: str,
-    torch_threads: int | None = None,
-) -> WindowOutcome:
-    """Train on the window's training period, backtest in and out of sample.
-
-    Runs as a Ray task or in-process; touches no MLflow state. `candles` were validated once by
-    the analyzer and are not checked again.
-    """
-    if torch_threads:
-        import torch
-
-        torch.set_num_threads(torch_threads)  # tasks sharing a node must not oversubscribe
-    began = time.perf_counter()
-    train, test = window.slices(candles)
-    fit = fit_forecaster({symbol: train}, config, show_progress=False)
-    in_params, out_params = window_params(strategy, strategy_params, fit.forecaster, train, test)
-    return WindowOutcome(
-        window=window,
-        train=engine.run_validated(train, strategy, in_params),
-        test=engine.run_validated(test, strategy, out_params),
-        model_metrics=dict(fit.metrics),
-        bundle=_bundle_bytes(fit.forecaster),
-        seconds=time.perf_counter() - began,
-    )
-
-
 @dataclass(frozen=True)
 class WalkForwardAnalyzer:
     """Rolling retrain-and-test over calendar windows.
@@ -148,7 +88,8 @@ class WalkForwardAnalyzer:
         parallel: run windows as Ray tasks (local Ray, or the cluster at RAY_ADDRESS); False
             runs them one after another in this process.
         experiment_name: MLflow experiment of the parent run.
-        show_progress: show a progress bar of windows done.
+        show_progress: a bar of windows done on stderr, with each window's test return, when
+            stderr is a terminal.
         output_dir: where to save the walk-forward chart PNG (also logged to MLflow).
     """
 
@@ -240,23 +181,39 @@ class WalkForwardAnalyzer:
                 "MLBacktraderStrategy)"
             )
         candles, windows, config = self.plan(data, model_config)
+        args = (config, strategy, params, self.engine, symbol)
+        began = time.perf_counter()
+        with closing(self._start(candles, windows, args)) as outcomes:
+            return self._log_outcomes(outcomes, began, config, params, symbol, run_name)
+
+    def _log_outcomes(
+        self,
+        outcomes: InProcessWindows | RayWindows,
+        began: float,
+        config: ModelConfig,
+        params: dict,
+        symbol: str,
+        run_name: str | None,
+    ) -> WalkForwardResult:
+        """The driver's part: the parent run, a nested run per window as it finishes, the
+        summary, chart and result."""
+        import mlflow
+
+        from backtest.report import log_metrics, plot_walk_forward, save_figure
         from training.tracking import log_model, setup_tracking, start_run
 
         setup_tracking()
-        began = time.perf_counter()
         rows = []
         nested = mlflow.active_run() is not None
         with start_run(self.experiment_name, run_name or "walk_forward", nested=nested) as parent:
-            mlflow.log_params(self._params(config, params, symbol, len(windows)))
-            progress = tqdm(
-                total=len(windows), desc="walk-forward windows", disable=not self.show_progress
-            )
-            args = (config, strategy, params, self.engine, symbol)
-            for outcome in self._outcomes(candles, windows, args):
-                with mlflow.start_run(run_name=f"window_{outcome.window.index:02d}", nested=True):
-                    rows.append(self._log_window(outcome, log_model))
-                progress.update(1)
-            progress.close()
+            mlflow.log_params(self._params(config, params, symbol, len(outcomes)))
+            with self._progress(len(outcomes)) as progress:
+                for outcome in outcomes:
+                    name = f"window_{outcome.window.index:02d}"
+                    tags = {"ray_node_id": outcome.node_id} if outcome.node_id else None
+                    with mlflow.start_run(run_name=name, nested=True, tags=tags):
+                        rows.append(self._log_window(outcome, log_model, log_metrics))
+                    self._report(progress, rows[-1])
             rows.sort(key=lambda r: r["index"])
             summary = summarize(rows)
             log_metrics({f"{side}_{k}": v for side in summary for k, v in summary[side].items()})
@@ -266,36 +223,43 @@ class WalkForwardAnalyzer:
             rows, summary, parent.info.run_id, time.perf_counter() - began, path
         )
 
-    def _outcomes(self, candles: pd.DataFrame, windows: list[WalkForwardWindow], args: tuple):
-        """Yield window outcomes as they finish (Ray tasks) or in order (sequential)."""
+    def _progress(self, total: int):
+        """A bar of windows done on stderr; off with show_progress=False or when stderr is not a
+        terminal (logs and CI)."""
+        from tqdm.auto import tqdm
+
+        enabled = self.show_progress and sys.stderr.isatty()
+        return tqdm(total=total, desc="walk-forward windows", unit="window", disable=not enabled)
+
+    @staticmethod
+    def _report(progress, row: dict) -> None:
+        """Advance the bar and show the window that just finished with its test return."""
+        if progress.disable:
+            return
+        progress.set_postfix_str(
+            f"window {row['index']}: test {row['test']['total_return_pct']:+.2f}%", refresh=False
+        )
+        progress.update(1)
+        progress.write(
+            f"window {row['index']:>2} test {row['test_start'][:10]}..{row['test_end'][:10]}: "
+            f"return {row['test']['total_return_pct']:+.2f}% (buy and hold "
+            f"{row['test_benchmark']['total_return_pct']:+.2f}%), {row['seconds']:.1f} s",
+            file=sys.stderr,
+        )
+
+    def _start(self, candles: pd.DataFrame, windows: list[WalkForwardWindow], args: tuple):
+        """Start the windows: as Ray tasks (see RayWindows), the first ones now; else in this
+        process, one by one as the result is iterated. Either yields outcomes as windows finish
+        and has close() (cancels what is still running)."""
         threads = self.torch_threads or max(1, int(self.num_cpus_per_task))
         if not self.parallel:
-            import torch
-
-            before = torch.get_num_threads()
-            try:
-                for window in windows:
-                    yield run_window(candles, window, *args, torch_threads=threads)
-            finally:
-                torch.set_num_threads(before)
-            return
-        import ray
-
+            return InProcessWindows(candles, windows, args, threads)
         from training.cluster import ensure_ray
 
         ensure_ray()  # a local instance, or the cluster named by RAY_ADDRESS
-        task = ray.remote(run_window).options(
-            num_cpus=self.num_cpus_per_task, num_gpus=self.num_gpus_per_task, max_retries=0
+        return RayWindows(
+            candles, windows, args, threads, self.num_cpus_per_task, self.num_gpus_per_task
         )
-        data_ref = ray.put(candles)
-        pending = [task.remote(data_ref, w, *args, torch_threads=threads) for w in windows]
-        try:
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                yield ray.get(done[0])
-        finally:  # a failed window (or Ctrl-C) stops the rest instead of leaving them running
-            for ref in pending:
-                ray.cancel(ref)
 
     def _params(self, config: ModelConfig, strategy_params, symbol, n_windows) -> dict:
         """Run parameters, all prefixed `wf_` so they never clash with those `mlflow run`
@@ -319,8 +283,10 @@ class WalkForwardAnalyzer:
         return {f"wf_{k}": v for k, v in params.items()}
 
     @staticmethod
-    def _log_window(outcome: WindowOutcome, log_model) -> dict:
+    def _log_window(outcome: WindowOutcome, log_model, log_metrics) -> dict:
         """Log one window as the active nested run; returns its row for the results."""
+        import mlflow
+
         window, train, test = outcome.window, outcome.train, outcome.test
         dates = {
             "train_start": str(window.train_start),
@@ -338,7 +304,7 @@ class WalkForwardAnalyzer:
                 "seconds": outcome.seconds,
             }
         )
-        info = log_model(_load_bundle(outcome.bundle))
+        info = log_model(load_bundle(outcome.bundle))
         return {
             "index": window.index,
             **dates,

@@ -46,6 +46,9 @@ class AppArgs(BaseModel):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(2, ge=1)
     target_ongoing_requests: float = Field(16, gt=0)
+    max_replicas_per_node: int | None = Field(
+        None, ge=1, description="At most this many model replicas on one node (None: no limit)"
+    )
     max_sequences: int = ApiSettings.model_fields["max_sequences"].default
     max_body_bytes: int = ApiSettings.model_fields["max_body_bytes"].default
     api_key_env: str = API_KEY_ENV
@@ -77,6 +80,7 @@ def bind_model(args: AppArgs, tracking_uri: str) -> Application:
         ),
         user_config=model_settings(args).model_dump(),
         logging_config=QUIET,
+        max_replicas_per_node=args.max_replicas_per_node,
     ).bind(tracking_uri)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 
 import torch
@@ -58,6 +59,23 @@ def free_cpus_per_unit(count: int, cap: float | None = None) -> float:
     free = ray.available_resources().get("CPU", 0.0)
     share = max(1.0, math.floor(free / max(count, 1) + 1e-9))
     return min(share, cap) if cap else share
+
+
+def task_slots(num_cpus: float, num_gpus: float = 0.0) -> int:
+    """How many tasks of `num_cpus` CPUs and `num_gpus` GPUs the cluster's live nodes fit at
+    once, counted per node (a task never spans nodes); at least 1, and no limit (sys.maxsize)
+    for tasks that ask for neither."""
+    import ray
+
+    wanted = {key: amount for key, amount in (("CPU", num_cpus), ("GPU", num_gpus)) if amount > 0}
+    if not wanted:
+        return sys.maxsize
+    slots = 0
+    for node in ray.nodes():
+        if node["Alive"]:
+            have = node["Resources"]
+            slots += min(math.floor(have.get(k, 0.0) / a + 1e-9) for k, a in wanted.items())
+    return max(1, slots)
 
 
 def check_capacity(count: int, per_unit: dict[str, float], what: str, timeout_s: float) -> None:

@@ -47,6 +47,9 @@ class DistributedSettings:
         storage_path: where Ray Train keeps checkpoints (must be shared storage on a multi-node
             cluster); the run directory is deleted after a successful run.
         placement_timeout_s: how long to wait for busy CPUs/GPUs to free before giving up.
+        placement_strategy: "PACK" (Ray Train's default) fills a node before the next, so
+            workers all-reduce locally; "SPREAD" puts them on different nodes where it can,
+            so every node's CPUs work.
         fail_at_epoch: testing aid: rank 0 raises once before this epoch (>= 1), right after
             the previous epoch's checkpoint, to exercise recovery.
     """
@@ -55,6 +58,7 @@ class DistributedSettings:
     max_failures: int = 2
     storage_path: str | None = None
     placement_timeout_s: float = 20.0
+    placement_strategy: str = "PACK"
     fail_at_epoch: int | None = None
 
 
@@ -179,7 +183,10 @@ def run_torch_trainer(
             "fail_at_epoch": settings.fail_at_epoch,
         },
         scaling_config=ScalingConfig(
-            num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=per_worker
+            num_workers=num_workers,
+            use_gpu=use_gpu,
+            resources_per_worker=per_worker,
+            placement_strategy=settings.placement_strategy,
         ),
         run_config=RunConfig(
             name=name,

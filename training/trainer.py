@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-import mlflow
 import numpy as np
 import torch
 from torch import nn
@@ -257,7 +257,9 @@ class BaseTrainer:
             totals = reduce(totals) if reduce else totals
             improved = stopping.update(totals.train_loss, totals.val_loss, self.model)
             epochs.set_postfix(train=f"{totals.train_loss:.4f}", val=f"{totals.val_loss:.4f}")
-            if mlflow.active_run():
+            # a run can only be active where mlflow was imported: Ray workers never pay its import
+            mlflow = sys.modules.get("mlflow")
+            if mlflow is not None and mlflow.active_run():
                 values = {"train_loss": totals.train_loss, "val_loss": totals.val_loss}
                 mlflow.log_metrics(values, step=epoch)
             if callback:

@@ -1,15 +1,21 @@
 """Walk-forward: windows never overlap train and test, bad settings fail early with the numbers
-needed, and two tiny windows run as Ray tasks with one parent MLflow run and nested runs."""
+needed, tiny windows run as Ray tasks with one parent MLflow run and nested runs, and Ray gives
+exactly what the windows give in process (same windows, metrics, trades and fills)."""
 
 from __future__ import annotations
+
+import io
+from dataclasses import replace
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import ray
 
 from backtest import BacktraderEngine, MLBacktraderStrategy, WalkForwardAnalyzer, WalkForwardError
 from backtest.walk_forward import as_model_config, summarize
+from backtest.window_tasks import InProcessWindows, RayWindows
 from backtest.windows import make_windows
 from training.data import load_data
 from training.models.lstm import LSTMModelConfig
@@ -22,8 +28,6 @@ TINY = {"model_type": "lstm", "epochs": 1, "sequence_length": 16, "hidden_size":
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    import ray
-
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
@@ -64,6 +68,35 @@ def test_too_little_data_or_training_bars_says_what_is_needed(bars):
         short_train.plan(bars, {**TINY, "hiden_size": 8})
     with pytest.raises(WalkForwardError, match="SmaCross takes no `forecaster` parameter"):
         short_train.analyze(bars, SmaCross, TINY)
+
+
+def _comparable(rows: list[dict]) -> list[dict]:
+    skip = ("run_id", "model_uri", "seconds")
+    return [{k: v for k, v in row.items() if k not in skip} for row in rows]
+
+
+def test_ray_windows_trade_exactly_as_in_process(ray_cluster, bars):
+    """Three windows (one more than the CPUs: a backtest runs beside the last model's training)
+    with trades both ways: Ray tasks and this process agree to the last fill."""
+    analyzer = WalkForwardAnalyzer(
+        train_period_days=10,
+        test_period_days=3,
+        step_days=3,
+        engine=BacktraderEngine(commission=0.0, slippage=0.0, allow_short=True),
+    )
+    candles, windows, config = analyzer.plan(bars.iloc[: 19 * 24], TINY)
+    args = (config, MLBacktraderStrategy, {"position_size": 0.5}, analyzer.engine, "BTC/USDT")
+    on_ray = sorted(RayWindows(candles, windows, args, 1, 1.0, 0.0), key=lambda o: o.window.index)
+    in_process = list(InProcessWindows(candles, windows, args, 1))
+    assert [o.window for o in on_ray] == windows == [o.window for o in in_process]
+    assert sum(o.test.metrics["num_trades"] for o in on_ray) > 0
+    for ray_out, local in zip(on_ray, in_process, strict=True):
+        assert ray_out.model_metrics == local.model_metrics
+        assert ray_out.node_id is not None and local.node_id is None
+        for side in ("train", "test"):
+            a, b = getattr(ray_out, side), getattr(local, side)
+            assert a.trades == b.trades and a.fills == b.fills and a.metrics == b.metrics
+            pd.testing.assert_frame_equal(a.equity_curve, b.equity_curve, check_exact=True)
 
 
 def test_two_windows_on_ray_with_nested_mlflow_runs(ray_cluster, tracking, bars, tmp_path):
@@ -108,6 +141,14 @@ def test_two_windows_on_ray_with_nested_mlflow_runs(ray_cluster, tracking, bars,
     assert result.summary["degradation"]["avg_sharpe_degradation"] == pytest.approx(
         train["avg_sharpe"] - test["avg_sharpe"]
     )
+    node = ray.get_runtime_context().get_node_id()
+    assert {client.get_run(r["run_id"]).data.tags["ray_node_id"] for r in result.windows} == {node}
+    # the same analysis in this process gives the same rows (runs and timings aside)
+    in_process = replace(analyzer, parallel=False).analyze(
+        data, MLBacktraderStrategy, TINY, {"position_size": 0.5}, "BTC/USDT"
+    )
+    assert _comparable(in_process.windows) == _comparable(result.windows)
+    assert in_process.summary == result.summary
     parent = client.get_run(result.run_id)
     assert parent.data.metrics["degradation_avg_sharpe_degradation"] == pytest.approx(
         result.summary["degradation"]["avg_sharpe_degradation"]
@@ -197,3 +238,30 @@ def test_mlproject_walk_forward_entry_runs_the_cli(ray_cluster, tracking, tmp_pa
     assert len(runs) == 3 and len(children) == 2
     assert set(out) >= {"train", "test", "degradation"}
     assert '"avg_sharpe_degradation"' in capsys.readouterr().out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_shows_each_window_with_its_test_return(monkeypatch):
+    row = {
+        "index": 3,
+        "test_start": "2024-02-01 00:00:00+00:00",
+        "test_end": "2024-03-02 00:00:00+00:00",
+        "test": {"total_return_pct": 1.234},
+        "test_benchmark": {"total_return_pct": -2.5},
+        "seconds": 7.25,
+    }
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    with WalkForwardAnalyzer()._progress(10) as progress:
+        WalkForwardAnalyzer._report(progress, row)
+    out = terminal.getvalue()
+    assert "window  3 test 2024-02-01..2024-03-02: return +1.23% (buy and hold -2.50%)" in out
+    assert "1/10" in out and "window 3: test +1.23%" in out
+    for quiet in (WalkForwardAnalyzer(show_progress=False), WalkForwardAnalyzer()):
+        monkeypatch.setattr("sys.stderr", io.StringIO() if quiet.show_progress else terminal)
+        with quiet._progress(10) as progress:
+            assert progress.disable  # off by the flag, or because stderr is not a terminal
