@@ -1,18 +1,26 @@
-"""Load benchmark of the prediction API against a no-op Serve deployment, side by side.
+"""Load benchmark of the prediction API against the no-op compositions it is built on.
 
 Starts a local Ray instance, registers a default-architecture LSTM (sequence_length 60) in a
-throwaway MLflow store, deploys the prediction app and a no-op deployment that takes the same
-JSON body, then measures with real HTTP on keep-alive connections:
+throwaway MLflow store and deploys, in the same Serve instance, the prediction app and its
+floors:
+  - two-hop no-op: a FastAPI ingress deployment parses the same JSON body into a float64 array
+    and hands it by value to a second deployment that answers {"n": rows} (the layout of the
+    app: ingress -> model deployment, with no model work),
+  - one-hop no-op: the same ingress answers {"n": rows} itself.
+Then it measures with real HTTP on keep-alive connections:
   - sequential latency (p50, p99) of one 60-bar sequence per request,
   - throughput and latency with 16 concurrent clients,
-  - the in-process time of the model work alone (forecast + importance + drift, 1 thread).
-Rounds alternate between the two targets so drifts in machine load hit both.
+  - the in-process time of the model work alone (check + forecast + importance + drift,
+    1 thread).
+Rounds alternate the order of the targets so drifts in machine load hit all of them.
 
     .venv/bin/python bench/bench_serving.py [--requests 400] [--seconds 8] [--rounds 2]
+        [--tree DIR]
+
+`--tree` measures the app of another checkout (bench_revisions.py uses it for before/after).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI must see the floor routes' real annotations.
 import argparse
 import http.client
 import json
@@ -25,12 +33,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 SHARED_BTC = ROOT.parent / "shared" / "data" / "ohlcv" / "binance_1h" / "BTCUSDT_1h.csv"
 MODEL_NAME = "bench_lstm"
 CLIENTS = 16
+TARGETS = {
+    "two-hop no-op": "/floor/two-hop",
+    "one-hop no-op": "/floor/one-hop",
+    "/predict": "/api/v1/ml/predict",
+}
+SEQ_TARGET, RPS_TARGET = 1.2, 0.95  # /predict vs the two-hop no-op (issue 11)
 
 
 def free_port() -> int:
@@ -40,7 +55,8 @@ def free_port() -> int:
 
 
 def register_model(tmp: Path) -> None:
-    """A default-size LSTM (hidden 64, 2 layers, 60 bars) trained briefly in a temp store."""
+    """A default-size LSTM (hidden 64, 2 layers, 60 bars) trained briefly in a store of its own
+    (unless the store already holds it)."""
     import mlflow
 
     from training.experiment import train_model
@@ -49,6 +65,8 @@ def register_model(tmp: Path) -> None:
 
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
     mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    if mlflow.get_experiment_by_name("bench") is not None:
+        return
     mlflow.create_experiment("bench", artifact_location=(tmp / "artifacts").as_uri())
     train_model(
         TrainSettings(
@@ -151,18 +169,63 @@ def model_alone(bodies: list[bytes], repeats: int = 300) -> list[float]:
     return out[20:]
 
 
-class NoOpDeployment:
-    """Reads and parses the JSON body, answers a constant: the floor of any Serve endpoint."""
+def floor_app(options: dict):
+    """The no-op floors: one FastAPI ingress deployment with the two-hop and one-hop routes,
+    bound to a second deployment that answers {"n": rows} for the array it is handed."""
+    from ray import serve
 
-    async def __call__(self, request):
-        from starlette.responses import JSONResponse
+    api = FastAPI()
 
-        json.loads(await request.body())
-        return JSONResponse({"ok": True})
+    class FloorModel:
+        async def __call__(self, arr: np.ndarray) -> dict:
+            return {"n": len(arr)}
+
+    @serve.ingress(api)
+    class FloorIngress:
+        def __init__(self, model) -> None:
+            self.model = model.options(_by_reference=False)  # by value, as the app's handle
+
+        @api.post("/two-hop")
+        async def two_hop(self, request: Request) -> JSONResponse:
+            arr = np.asarray((await request.json())["sequences"], dtype=np.float64)
+            return JSONResponse(await self.model.remote(arr))
+
+        @api.post("/one-hop")
+        async def one_hop(self, request: Request) -> JSONResponse:
+            arr = np.asarray((await request.json())["sequences"], dtype=np.float64)
+            return JSONResponse({"n": len(arr)})
+
+    model = serve.deployment(FloorModel, name="FloorModel", **options["model"])
+    ingress = serve.deployment(FloorIngress, name="FloorIngress", **options["ingress"])
+    return ingress.bind(model.bind())
+
+
+def deployment_options(args) -> dict:
+    """The floors get the resources, request limits and logging of the app's deployments."""
+    from deployments.app import QUIET
+    from deployments.ingress import PredictionAPI
+    from deployments.model import ModelDeployment
+
+    return {
+        "ingress": {
+            "max_ongoing_requests": PredictionAPI.max_ongoing_requests,
+            "ray_actor_options": {"num_cpus": args.ingress_num_cpus},
+            "logging_config": QUIET,
+        },
+        "model": {
+            "max_ongoing_requests": ModelDeployment.max_ongoing_requests,
+            "ray_actor_options": {"num_cpus": args.model_num_cpus},
+            "logging_config": QUIET,
+        },
+    }
 
 
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
+
+
+def load() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -172,56 +235,75 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=400, help="sequential requests per round")
     parser.add_argument("--seconds", type=float, default=8.0, help="concurrent phase per round")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--tree", type=Path, default=ROOT, help="checkout whose app is measured")
+    parser.add_argument(
+        "--store", type=Path, help="MLflow store directory to reuse (default: a new temp one)"
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment of the whole Ray instance (e.g. a RAY_SERVE_* flag); repeatable",
+    )
     args = parser.parse_args()
+    tree = str(args.tree.resolve())
+    sys.path.insert(0, tree)
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (tree, os.environ.get("PYTHONPATH")) if p
+    )  # Ray's workers import the app from it
 
     import ray
     from ray import serve
 
     from deployments.app import AppArgs, build_app
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench_serving_"))
+    load_start = load()
+    tmp = args.store.resolve() if args.store else Path(tempfile.mkdtemp(prefix="bench_serving_"))
+    tmp.mkdir(parents=True, exist_ok=True)
     register_model(tmp)
     bodies = request_bodies(args.requests)
     model_ms = model_alone(bodies)
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    os.environ.update(item.split("=", 1) for item in args.env)  # before Ray starts: all inherit
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(tmp / "ray"))
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(
-        build_app(
-            AppArgs(model_name=MODEL_NAME, api_key_env="MLTRADE_BENCH_NO_KEY", with_sentiment=False)
-        ),
-        name="api",
-        route_prefix="/",
+    app_args = AppArgs(
+        model_name=MODEL_NAME, api_key_env="MLTRADE_BENCH_NO_KEY", with_sentiment=False
     )
-    noop = serve.deployment(
-        NoOpDeployment, name="NoOp", max_ongoing_requests=128, ray_actor_options={"num_cpus": 0.25}
-    )
-    serve.run(noop.bind(), name="noop", route_prefix="/noop")
-    targets = {"no-op": "/noop", "/predict": "/api/v1/ml/predict"}
+    serve.run(build_app(app_args), name="api", route_prefix="/")
+    serve.run(floor_app(deployment_options(app_args)), name="floor", route_prefix="/floor")
 
-    seq = {name: [] for name in targets}
-    conc = {name: [0, 0.0, []] for name in targets}
+    seq: dict[str, list[float]] = {name: [] for name in TARGETS}
+    conc: dict[str, list] = {name: [0, 0.0, []] for name in TARGETS}
+    names = list(TARGETS)
     for r in range(args.rounds):
-        order = list(targets) if r % 2 == 0 else list(reversed(targets))
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
-            seq[name] += sequential(port, targets[name], bodies)
+            seq[name] += sequential(port, TARGETS[name], bodies)
         for name in order:
-            n, wall, lat = concurrent(port, targets[name], bodies, args.seconds)
+            n, wall, lat = concurrent(port, TARGETS[name], bodies, args.seconds)
             conc[name][0] += n
             conc[name][1] += wall
             conc[name][2] += lat
+    replicas = {
+        f"{app}/{name}": sum(dep.replica_states.values())
+        for app, status in serve.status().applications.items()
+        for name, dep in status.deployments.items()
+    }
     serve.shutdown()
     ray.shutdown()
 
     rows = {}
-    for name in targets:
+    for name in TARGETS:
         n, wall, lat = conc[name]
         rows[name] = (pct(seq[name], 50), pct(seq[name], 99), n / wall, pct(lat, 50), pct(lat, 99))
     print(
         f"\nServing benchmark: one 60-bar BTC/USDT sequence per request, {os.cpu_count()} CPUs, "
         f"{args.rounds} rounds x ({args.requests} sequential + {args.seconds:.0f} s with "
-        f"{CLIENTS} clients)\n"
+        f"{CLIENTS} clients) per target; load average {load_start} at the start, {load()} at "
+        f"the end{'; ' + ' '.join(args.env) if args.env else ''}\n"
     )
     print(
         f"| endpoint | sequential p50 ms | sequential p99 ms | {CLIENTS} clients req/s "
@@ -230,16 +312,24 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for name, (p50, p99, rps, cp50, cp99) in rows.items():
         print(f"| {name} | {p50:.2f} | {p99:.2f} | {rps:.0f} | {cp50:.2f} | {cp99:.2f} |")
-    base, api = rows["no-op"], rows["/predict"]
-    print(
-        f"| /predict / no-op | {api[0] / base[0]:.2f}x (target <= 1.3x) | "
-        f"{api[1] / base[1]:.2f}x | {api[2] / base[2]:.2f}x (target >= 0.8x) | "
-        f"{api[3] / base[3]:.2f}x | {api[4] / base[4]:.2f}x |"
-    )
+    api = rows["/predict"]
+    for floor in ("two-hop no-op", "one-hop no-op"):
+        base = rows[floor]
+        goals = (
+            (f" (target <= {SEQ_TARGET}x)", f" (target >= {RPS_TARGET}x)")
+            if floor.startswith("two")
+            else ("", "")
+        )
+        print(
+            f"| /predict / {floor} | {api[0] / base[0]:.2f}x{goals[0]} | "
+            f"{api[1] / base[1]:.2f}x | {api[2] / base[2]:.2f}x{goals[1]} | "
+            f"{api[3] / base[3]:.2f}x | {api[4] / base[4]:.2f}x |"
+        )
     print(
         f"\nModel alone, in process (check + forecast + importance + drift, 1 thread): "
         f"p50 {pct(model_ms, 50):.2f} ms, p99 {pct(model_ms, 99):.2f} ms"
     )
+    print(f"Replicas at the end: {replicas}")
 
 
 if __name__ == "__main__":

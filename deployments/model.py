@@ -16,13 +16,13 @@ from deployments.model_cache import LoadedModel, ModelCache
 from deployments.observability import ModelMetrics
 from deployments.replica import configure_tracking, use_assigned_cpus
 from deployments.settings import ModelSettings
-from training.bundle import ForecastAnalysis
 from training.features import WindowShapeError
 from training.registry import InvalidModelNameError, ModelNotFoundError, resolve_version
 
 log = logging.getLogger("ray.serve")
 HEALTH_TTL_S = 5.0
 REGISTRY_TIMEOUT_S = 10.0
+_FORECAST_KEYS = ("prediction", "lower", "upper", "predicted_return")
 
 
 @serve.deployment(name="ModelDeployment", max_ongoing_requests=64)
@@ -113,30 +113,34 @@ class ModelDeployment:
         forecaster = model.forecaster
         tags = {"model": model.name, "version": str(model.version)}
         outputs: list = []
+        latest_drift = None
         for found in forecaster.analyze_many(requests):
-            trouble = found if isinstance(found, WindowShapeError) else _non_finite(found)
-            if trouble is not None:  # fails its own request, not its batch mates
-                where = f"model {model.name!r} v{model.version}"
-                outputs.append(WindowShapeError(f"{where}: {trouble}"))
+            if isinstance(found, WindowShapeError):
+                outputs.append(_refused(model, found))
                 continue
-            forecast, drift = found.forecast, found.drift_report
-            self.metrics.drift.set(drift["score"], tags)
+            importance, drift = found.feature_importance, found.drift_report
+            trouble = _non_finite(found.forecast, importance, drift)
+            if trouble is not None:  # fails its own request, not its batch mates
+                outputs.append(_refused(model, trouble))
+                continue
+            forecast = {k: found.forecast[k].tolist() for k in _FORECAST_KEYS}
             outputs.append(
                 {
-                    "predictions": forecast["prediction"].tolist(),
-                    "predicted_returns": forecast["predicted_return"].tolist(),
+                    "predictions": forecast["prediction"],
+                    "predicted_returns": forecast["predicted_return"],
                     "confidence_intervals": [
                         {"lower": lo, "upper": up, "confidence": forecaster.confidence}
-                        for lo, up in zip(
-                            forecast["lower"].tolist(), forecast["upper"].tolist(), strict=True
-                        )
+                        for lo, up in zip(forecast["lower"], forecast["upper"], strict=True)
                     ],
-                    "feature_importance": found.feature_importance,
+                    "feature_importance": importance,
                     "drift": drift,
                     "model_name": model.name,
                     "model_version": model.version,
                 }
             )
+            latest_drift = drift["score"]
+        if latest_drift is not None:  # the gauge shows the latest request's drift
+            self.metrics.drift.set(latest_drift, tags)
         self.metrics.compute.observe((time.perf_counter() - start) * 1000, tags)
         return outputs
 
@@ -173,18 +177,27 @@ class ModelDeployment:
         return report
 
 
-def _non_finite(found: ForecastAnalysis) -> str | None:
+def _refused(model: LoadedModel, trouble: object) -> WindowShapeError:
+    """The error a request's windows earn from this model (they do not fit, or do not give a
+    finite answer)."""
+    return WindowShapeError(f"model {model.name!r} v{model.version}: {trouble}")
+
+
+def _non_finite(forecast: dict, importance: dict, drift: dict) -> str | None:
     """Why a request's answer is not finite (input within the accepted range can still make
-    the forecast overflow, e.g. a price jump of many orders of magnitude), or None."""
-    for key in ("prediction", "lower", "upper", "predicted_return"):
-        bad = ~np.isfinite(found.forecast[key])
+    the forecast overflow, e.g. a price jump of many orders of magnitude), or None.
+
+    Args:
+        forecast: the request's forecast arrays; importance, drift: its summaries.
+    """
+    for key in _FORECAST_KEYS:
+        bad = ~np.isfinite(forecast[key])
         if bad.any():
             return (
                 f"the forecast's {key} of window {int(np.argmax(bad))} is not finite; the "
                 "window's prices move too far for the model (check for a wrong scale or unit)"
             )
-    drift = found.drift_report
-    values = [*found.feature_importance.values(), drift["score"], *drift["per_feature"].values()]
+    values = [*importance.values(), drift["score"], *drift["per_feature"].values()]
     if not np.isfinite(values).all():
         return "feature importance or drift is not finite for these windows; check their scale"
     return None

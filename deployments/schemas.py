@@ -48,11 +48,14 @@ class PredictRequest(BaseModel):
 
     @field_validator("sequences")
     @classmethod
-    def _within_sane_range(cls, sequences: list) -> list:
+    def _within_sane_range(cls, sequences: list) -> list | np.ndarray:
+        """Checks the range; rectangular sequences come out as the float64 array the model
+        takes, so the request converts them once (ragged ones stay lists for the ingress to
+        name the sequence or bar that differs)."""
         try:
             arr = np.asarray(sequences, dtype=np.float64)
         except ValueError:
-            return sequences  # ragged: the ingress names the sequence or bar that differs
+            return sequences
         beyond = np.isfinite(arr) & (np.abs(arr) > MAX_BAR_VALUE)
         if beyond.any():
             w, t, k = np.argwhere(beyond)[0]
@@ -61,7 +64,7 @@ class PredictRequest(BaseModel):
                 f"{field} {arr[w, t, k]:g} at window {w}, bar {t} is beyond the accepted range "
                 f"of +-{MAX_BAR_VALUE:g} ({int(beyond.sum())} such values in total)"
             )
-        return sequences
+        return arr
 
     @field_validator("model_name")
     @classmethod

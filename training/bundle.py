@@ -214,7 +214,10 @@ class Forecaster:
                 checked.append((i, self.pipeline.check_windows(windows)))
             except WindowShapeError as exc:
                 results[i] = exc
-        if checked:
+        if len(checked) == 1:  # the common case when serving: nothing to split
+            i, arr = checked[0]
+            results[i] = self._analyze_checked(arr)
+        elif checked:
             whole = self._analyze_checked(np.concatenate([arr for _, arr in checked]))
             offset = 0
             for i, arr in checked:

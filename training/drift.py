@@ -14,6 +14,7 @@ import numpy as np
 PSI_BINS = 10
 DEFAULT_THRESHOLD = 0.25  # the common "significant shift" reading, for bundles without one
 _PSEUDO_COUNT = 0.5  # per bin: an empty bin in a 59-value sample must not dominate
+PSI_CHUNK = 1024  # windows scored per pass
 
 
 def fit_reference(features: np.ndarray) -> dict:
@@ -36,15 +37,23 @@ def window_psi(features: np.ndarray, reference: dict) -> np.ndarray:
     """PSI of each window and feature, [n, F], less the PSI that sampling noise alone gives
     (about (bins - 1) / T), floored at 0."""
     n, steps, n_feat = features.shape
-    edges = np.asarray(reference["edges"])
+    edges = np.asarray(reference["edges"])  # [F, bins-1]
     ref = np.clip(np.asarray(reference["shares"]), 1e-6, None)  # [F, bins]
     out = np.empty((n, n_feat))
-    offsets = PSI_BINS * np.arange(n)[:, None]
-    for f in range(n_feat):
-        bins = np.searchsorted(edges[f], features[:, :, f], side="right") + offsets
-        counts = np.bincount(bins.ravel(), minlength=n * PSI_BINS).reshape(n, PSI_BINS)
-        live = (counts + _PSEUDO_COUNT) / (steps + _PSEUDO_COUNT * PSI_BINS)
-        out[:, f] = np.sum((live - ref[f]) * np.log(live / ref[f]), axis=1)
+    # every feature in one pass (the serving hot path scores one window per request); chunks
+    # bound the [windows, T, F, bins-1] comparison on long backtests
+    for i in range(0, n, PSI_CHUNK):
+        part = features[i : i + PSI_CHUNK]
+        m = len(part)
+        # searchsorted(side="right") per feature: how many of its edges are <= the value
+        bins = (edges <= part[..., None]).sum(axis=-1)
+        bins[np.isnan(part)] = PSI_BINS - 1  # where searchsorted puts NaN
+        bins += PSI_BINS * np.arange(m * n_feat).reshape(m, 1, n_feat)
+        counts = np.bincount(bins.ravel(), minlength=m * n_feat * PSI_BINS)
+        live = (counts.reshape(m, n_feat, PSI_BINS) + _PSEUDO_COUNT) / (
+            steps + _PSEUDO_COUNT * PSI_BINS
+        )
+        out[i : i + m] = np.sum((live - ref) * np.log(live / ref), axis=-1)
     return np.maximum(out - (PSI_BINS - 1) / steps, 0.0)
 
 
