@@ -90,12 +90,13 @@ api.openapi = openapi_with_bearer
 
 
 # The ingress only waits (forecasts are admitted up to max_inflight_forecasts, the rest answer
-# 503 overloaded at once), so it takes many requests; what the proxy queues beyond them is
-# bounded too, answered by the proxy itself: 503, plain text, Retry-After: 1.
+# 503 overloaded at once), so it takes many requests at a time: clients still uploading hold
+# one each. The proxy queues few beyond them (e.g. while a replica restarts) and answers the
+# rest itself: 503, plain text, Retry-After: 1.
 @serve.deployment(
     name="PredictionAPI",
     max_ongoing_requests=256,
-    max_queued_requests=256,
+    max_queued_requests=32,
     backpressure_config=BackpressureConfig(retry_after_s=RETRY_AFTER_S["overloaded"]),
 )
 @serve.ingress(api)
