@@ -14,12 +14,8 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -38,7 +34,7 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi import checks
 
 from deployments.app import AppArgs, build_app
-from tests.deployments import loadgen
+from tests.deployments import faultkit, loadgen
 from training.data import load_data
 from training.experiment import train_model
 from training.models.lstm import LSTMModelConfig
@@ -57,62 +53,12 @@ BODY_TIMEOUT_S = 2.0
 REGISTRY_TIMEOUT_S = 2.0
 MODEL_TIMEOUT_S = 10.0
 FUZZ_EXAMPLES = 30
-MLFLOW = Path(sys.executable).with_name("mlflow")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _uptime() -> str:
-    return "load average " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
-class RegistryServer:
-    """`mlflow server` over a SQLite store on a fixed port, stopped and started at will."""
-
-    def __init__(self, db: Path, log: Path) -> None:
-        self.db, self.log, self.port = db, log, _free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # no job workers
-        command = [str(MLFLOW), "server", "--backend-store-uri", f"sqlite:///{self.db}"]
-        command += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
-        with self.log.open("a") as log:
-            self.proc = subprocess.Popen(
-                command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def wait_ready(self, timeout_s: float = 240) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-2000:]
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2):
-                    return
-            except OSError:
-                time.sleep(0.3)
-        raise TimeoutError(f"mlflow server not up after {timeout_s} s: {self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # the CLI and its uvicorn worker
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self.proc = None
 
 
 @dataclass
 class App:
     port: int
-    registry: RegistryServer
+    registry: faultkit.RegistryServer
     windows: list  # three real SEQ-bar windows
     body: bytes  # a good /predict body (one window)
 
@@ -152,14 +98,14 @@ def app(tmp_path_factory):
     saved_env = {k: os.environ.get(k) for k in ENV_KEYS}
     saved_uri = mlflow.get_tracking_uri()
     _train_and_register(tmp)
-    registry = RegistryServer(tmp / "mlflow.db", tmp / "mlflow-server.log")
+    registry = faultkit.RegistryServer(tmp / "mlflow.db", tmp / "mlflow-server.log")
     registry.start()  # boots while Ray starts
     os.environ[KEY_ENV] = KEY
     bars = load_data("BTC/USDT", days_back=10, data_path="sample")
     values = bars[["open", "high", "low", "close", "volume"]].to_numpy()
     windows = [values[i : i + SEQ].tolist() for i in (0, 50, 100)]
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = _free_port()
+    port = faultkit.free_port()
     try:
         serve_start(http_options={"host": "127.0.0.1", "port": port})
         registry.wait_ready()
@@ -250,7 +196,7 @@ def test_openapi_fuzzing_finds_no_5xx_and_no_schema_violation(app):
     print(
         f"\nfuzzing: {len(seen)} requests in {time.perf_counter() - start:.1f} s, "
         f"{sum(_server_error(r) for _, r in seen)} 5xx; {dict(sorted(statuses.items()))}; "
-        f"{_uptime()}"
+        f"{faultkit.uptime()}"
     )
     assert len(seen) > 100
     # a good request: its 200 matches PredictResponse too
@@ -263,28 +209,6 @@ def test_openapi_fuzzing_finds_no_5xx_and_no_schema_violation(app):
 # --- slow uploads (finding 4) ------------------------------------------------------------------
 
 
-def _stalled_upload(port: int, body: bytes, fraction: float) -> socket.socket:
-    """A connection that announces the whole body but sends only `fraction` of it."""
-    sock = socket.create_connection(("127.0.0.1", port))
-    head = (
-        f"POST {PREDICT} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {KEY}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    sock.sendall(head.encode() + body[: int(len(body) * fraction)])
-    return sock
-
-
-def _read_until_closed(sock: socket.socket, start: float, out: list) -> None:
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except OSError as exc:
-        data += f"\n{exc!r}".encode()
-    out.append((time.perf_counter() - start, data))
-    sock.close()
-
-
 def test_slow_uploads_get_408_and_do_not_hold_up_others(app):
     """Clients that stall mid-body (or send less than their Content-Length, or nothing after
     the headers) are answered 408 and disconnected within the body deadline; meanwhile a good
@@ -292,9 +216,14 @@ def test_slow_uploads_get_408_and_do_not_hold_up_others(app):
     stalled = 60
     start = time.perf_counter()
     fractions = [0.5, 0.0, 0.99]
-    socks = [_stalled_upload(app.port, app.body, fractions[i % 3]) for i in range(stalled)]
+    socks = [
+        faultkit.stalled_upload(app.port, PREDICT, JSON_AUTH, app.body, fractions[i % 3])
+        for i in range(stalled)
+    ]
     answers: list = []
-    readers = [threading.Thread(target=_read_until_closed, args=(s, start, answers)) for s in socks]
+    readers = [
+        threading.Thread(target=faultkit.read_until_closed, args=(s, start, answers)) for s in socks
+    ]
     for reader in readers:
         reader.start()
     time.sleep(0.5)
@@ -307,7 +236,7 @@ def test_slow_uploads_get_408_and_do_not_hold_up_others(app):
     print(
         f"\nslow uploads: {stalled} stalled clients answered and closed after "
         f"{min(closed_after):.1f}-{max(closed_after):.1f} s (body deadline {BODY_TIMEOUT_S:g} s); "
-        f"a good request meanwhile: {good.status_code} in {good_s:.2f} s; {_uptime()}"
+        f"a good request meanwhile: {good.status_code} in {good_s:.2f} s; {faultkit.uptime()}"
     )
     assert good.status_code == 200, good.text
     assert good_s < BODY_TIMEOUT_S  # it did not wait for the stalled ones
@@ -346,7 +275,7 @@ def test_overload_is_shed_with_503_and_retry_after(app):
     print(
         f"\noverload: 16 clients p99 {calm_p99:.2f} s; 150 clients: {dict(loadgen.tally(busy))}, "
         f"503 share {len(refused) / len(busy):.0%}, accepted p50 {busy_p50:.2f} s p99 "
-        f"{busy_p99:.2f} s, 503 answered in p99 {refused_p99:.2f} s; {_uptime()}"
+        f"{busy_p99:.2f} s, 503 answered in p99 {refused_p99:.2f} s; {faultkit.uptime()}"
     )
     assert all(r.status == 200 for r in calm), loadgen.tally(calm)
     assert refused and accepted
@@ -358,21 +287,6 @@ def test_overload_is_shed_with_503_and_retry_after(app):
 
 
 # --- registry outage (finding 5) ---------------------------------------------------------------
-
-
-def _timed(call) -> tuple[requests.Response, float]:
-    start = time.perf_counter()
-    response = call()
-    return response, time.perf_counter() - start
-
-
-def _wait_for(check, timeout_s: float) -> float:
-    """Seconds until check() is true (polled), or fail after timeout_s."""
-    start = time.perf_counter()
-    while not check():
-        assert time.perf_counter() - start < timeout_s, f"not within {timeout_s} s"
-        time.sleep(0.3)
-    return time.perf_counter() - start
 
 
 def loaded_p99(latencies: list[float]) -> float:
@@ -387,14 +301,14 @@ def _loaded_keep_serving(app: App, rounds: int = 5) -> list[float]:
     """Latencies of 'latest' (due for re-resolution: TTL 1 s) and of version 1, all 200."""
     latencies = []
     for fields in [{}, {"model_version": 1}] * rounds:
-        response, seconds = _timed(lambda f=fields: app.predict(**f))
+        response, seconds = faultkit.timed(lambda f=fields: app.predict(**f))
         assert response.status_code == 200, response.text
         latencies.append(seconds)
     return latencies
 
 
 def _unloaded_is_503(app: App, **fields) -> float:
-    response, seconds = _timed(lambda: app.predict(model_name=OTHER, **fields))
+    response, seconds = faultkit.timed(lambda: app.predict(model_name=OTHER, **fields))
     assert response.status_code == 503, response.text
     assert response.json()["error"] == "registry_unavailable"
     assert "the model registry at http://127.0.0.1" in response.json()["message"]
@@ -406,7 +320,7 @@ def _health_names_the_registry(app: App) -> dict:
     def down() -> bool:
         return app.get("/api/v1/health").json()["registry_reachable"] is False
 
-    _wait_for(down, 15)  # /health caches its report for 5 s
+    faultkit.wait_for(down, 15)  # /health caches its report for 5 s
     response = app.get("/api/v1/health")
     assert response.status_code == 200  # the default model is loaded: still ready
     report = response.json()
@@ -448,10 +362,12 @@ def test_registry_outage_keeps_loaded_versions_serving(app):
     app.registry.start()
     app.registry.wait_ready()
     boot_s = time.perf_counter() - restart_start
-    recovered_s = _wait_for(
+    recovered_s = faultkit.wait_for(
         lambda: app.predict(model_name=OTHER, model_version=2).status_code == 200, 30
     )
-    healthy_s = _wait_for(lambda: app.get("/api/v1/health").json()["registry_reachable"], 15)
+    healthy_s = faultkit.wait_for(
+        lambda: app.get("/api/v1/health").json()["registry_reachable"], 15
+    )
     assert app.get("/api/v1/health").json()["stale_resolutions"] == []
     print(
         f"\nregistry outage: loaded versions p99 {loaded_p99(before):.3f} s before, "
@@ -460,7 +376,7 @@ def test_registry_outage_keeps_loaded_versions_serving(app):
         f"(stopped), deadline {REGISTRY_TIMEOUT_S:g} s; /health said "
         f"{report['dependencies']['registry']['message']!r}; server restart {boot_s:.1f} s, "
         f"then unloaded model served after {recovered_s:.1f} s, /health ok after "
-        f"{healthy_s:.1f} s more; {_uptime()}"
+        f"{healthy_s:.1f} s more; {faultkit.uptime()}"
     )
     # none waited for the registry's deadline; typical latency unchanged
     assert max(hung + refused) < REGISTRY_TIMEOUT_S
@@ -471,32 +387,10 @@ def test_registry_outage_keeps_loaded_versions_serving(app):
 # --- killed replicas (finding 6) ---------------------------------------------------------------
 
 
-def _replica_pids(deployment: str) -> list[int]:
-    """Processes of this app's `deployment` replicas: descendants of this test process (the
-    local Ray instance it started), found by their process title."""
-    children: dict[int, list[tuple[int, str]]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            title = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append((int(entry.name), title))
-    found, todo = [], [os.getpid()]
-    while todo:
-        for pid, title in children.get(todo.pop(), []):
-            todo.append(pid)
-            if f"ServeReplica:{APP}:{deployment}" in title:
-                found.append(pid)
-    return found
-
-
 def _kill_under_load(app: App, deployment: str, rate: float = 20.0) -> dict:
     """kill -9 the deployment's replica 2 s into a steady `rate` req/s load; the load goes on
     until 20 requests sent after the kill have been answered 200 in a row."""
-    (pid,) = _replica_pids(deployment)
+    (pid,) = faultkit.replica_pids(APP, deployment)
     killed_at: list[float] = []
 
     def kill() -> None:
@@ -524,14 +418,14 @@ def _kill_under_load(app: App, deployment: str, rate: float = 20.0) -> dict:
         "failures_until_s": max((r.sent - kill_t for r in failed), default=0.0),
         "resumed_after_s": min(resumed) - kill_t,
         "slowest_s": max(r.latency_s for r in results),
-        "new_pid": _replica_pids(deployment),
+        "new_pid": faultkit.replica_pids(APP, deployment),
     }
     print(
         f"\nkill -9 {deployment} at {rate:g} req/s: {stats['requests']} requests, failed "
         f"{stats['failed']} ({stats['in_flight_at_kill']} were in flight at the kill), new "
         f"requests failed until {stats['failures_until_s']:.1f} s after it, 200s resumed "
         f"{stats['resumed_after_s']:.1f} s after it, slowest answer {stats['slowest_s']:.1f} s; "
-        f"{_uptime()}"
+        f"{faultkit.uptime()}"
     )
     assert recovered(results), loadgen.tally(results[-20:])
     assert stats["new_pid"] and stats["new_pid"] != [pid]
