@@ -19,7 +19,12 @@ from deployments.observability import RequestMetrics, log_request
 OPEN_PATHS = frozenset({"/api/v1/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
 FORECAST_PATHS = frozenset({"/api/v1/ml/predict", "/api/v1/ml/signal"})
 # Seconds a client should wait before retrying, per kind of 503 (the Retry-After header)
-RETRY_AFTER_S = {"overloaded": 1, "model_unavailable": 2, "registry_unavailable": 5}
+RETRY_AFTER_S = {
+    "overloaded": 1,
+    "model_unavailable": 2,
+    "sentiment_unavailable": 2,
+    "registry_unavailable": 5,
+}
 
 
 class ApiError(HTTPException):

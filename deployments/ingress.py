@@ -225,12 +225,19 @@ class PredictionAPI:
             if body.headlines is None
             else [h if isinstance(h, str) else h.model_dump() for h in body.headlines]
         )
+        scorer, timeout = self._require_sentiment(), self.settings.model_timeout_s
         try:
-            return await self._require_sentiment().aggregate.remote(body.symbol, headlines)
+            return await asyncio.wait_for(scorer.aggregate.remote(body.symbol, headlines), timeout)
         except ValueError as exc:  # NewsInputError, raised in the scorer's replica
             raise ApiError(422, "invalid_headlines", str(getattr(exc, "cause", exc))) from None
         except SentimentUnavailableError as exc:
-            raise ApiError(503, "sentiment_unavailable", str(getattr(exc, "cause", exc))) from None
+            raise unavailable("sentiment_unavailable", str(getattr(exc, "cause", exc))) from None
+        except (TimeoutError, RayActorError, BackPressureError):
+            raise unavailable(
+                "sentiment_unavailable",
+                f"the sentiment scorer did not answer within {timeout:g} s (a replica "
+                "restarting, or overloaded); retry shortly, or send include_sentiment: false",
+            ) from None
 
     @api.post("/api/v1/ml/predict", response_model=PredictResponse, responses=ERRORS)
     async def predict(self, body: PredictRequest, request: Request) -> JSONResponse:
@@ -313,7 +320,19 @@ class PredictionAPI:
         responses={503: {"model": HealthReport, "description": "Not ready"}},
     )
     async def health(self) -> JSONResponse:
-        """Readiness: 200 when the default model is loaded and the registry answers, else 503."""
-        report = await self.model.health.remote()
+        """Readiness: 200 when the default model is loaded, else 503; a registry outage is
+        reported (the loaded model keeps serving), and so is a model deployment that does not
+        answer."""
+        timeout = self.settings.model_timeout_s
+        try:
+            report = await asyncio.wait_for(self.model.health.remote(), timeout)
+        except (TimeoutError, RayActorError, BackPressureError):
+            message = f"the model deployment did not answer within {timeout:g} s"
+            report = {
+                "ready": False,
+                "registry_reachable": None,
+                "dependencies": {"model_deployment": {"ok": False, "message": message}},
+                "error": message,
+            }
         report["sentiment_enabled"] = self.sentiment is not None
         return JSONResponse(report, status_code=200 if report["ready"] else 503)

@@ -144,27 +144,30 @@ class ErrorBody(BaseModel):
     message: str = Field(description="What was wrong, where, and what to do")
 
 
-class RegistryHealth(BaseModel):
-    uri: str
+class DependencyHealth(BaseModel):
     ok: bool
-    message: str | None = Field(description="Why the registry is down, in words")
-    down_since: str | None = Field(description="ISO 8601 time of the first failure in a row")
+    message: str | None = Field(description="Why it is down, in words")
+    uri: str | None = None
+    down_since: str | None = Field(None, description="ISO 8601 time of the first failure")
 
 
 class HealthReport(BaseModel):
-    """Readiness of the replica that answered (/health answers 503 with this body too)."""
+    """Readiness of the model replica that answered (/health answers 503 with this body too;
+    when the model deployment itself does not answer, only ready, dependencies and error)."""
 
     model_config = ConfigDict(protected_namespaces=())
 
     ready: bool = Field(description="The default model is loaded and can serve")
-    registry_reachable: bool
-    dependencies: dict[str, RegistryHealth] = Field(description="Each dependency's state")
-    default_model: dict
-    loaded_models: list[dict]
-    stale_resolutions: list[dict] = Field(
-        description="Versions served from their last resolution while the registry is down"
+    registry_reachable: bool | None = Field(description="None: unknown")
+    dependencies: dict[str, DependencyHealth] = Field(
+        description="The registry's state, or the model deployment's when it does not answer"
     )
-    torch_threads: int
-    replica: str
+    default_model: dict | None = None
+    loaded_models: list[dict] = []
+    stale_resolutions: list[dict] = Field(
+        [], description="Versions served from their last resolution while the registry is down"
+    )
+    torch_threads: int | None = None
+    replica: str | None = None
     error: str | None = Field(description="What keeps the replica from being fully ready")
     sentiment_enabled: bool

@@ -401,13 +401,26 @@ def _kill_under_load(app: App, deployment: str, rate: float = 20.0) -> dict:
         after = sorted((r for r in results if killed_at and r.sent > killed_at[0]), key=_sent)
         return len(after) >= 20 and all(r.status == 200 for r in after[-20:])
 
-    async def scenario() -> list[loadgen.Result]:
+    async def health_after_kill() -> tuple[int, float]:
+        await asyncio.sleep(3.0)  # the replacement is not up yet
+        start = time.perf_counter()
+        conn = loadgen.Connection(app.port)
+        try:
+            status, _, _ = await conn.request("GET", "/api/v1/health", b"", {})
+        finally:
+            conn.close()
+        return status, time.perf_counter() - start
+
+    async def scenario() -> tuple[list[loadgen.Result], tuple[int, float]]:
         asyncio.get_running_loop().call_later(2.0, kill)
-        return await loadgen.open_loop(
+        health = asyncio.ensure_future(health_after_kill())
+        results = await loadgen.open_loop(
             app.port, PREDICT, app.body, JSON_AUTH, rate, recovered, max_seconds=120, timeout=60
         )
+        return results, await health
 
-    results = sorted(asyncio.run(scenario()), key=_sent)
+    results, health = asyncio.run(scenario())
+    results.sort(key=_sent)
     kill_t = killed_at[0]
     failed = [r for r in results if r.status != 200]
     resumed = [r.sent + r.latency_s for r in results if r.sent > kill_t and r.status == 200]
@@ -419,13 +432,14 @@ def _kill_under_load(app: App, deployment: str, rate: float = 20.0) -> dict:
         "resumed_after_s": min(resumed) - kill_t,
         "slowest_s": max(r.latency_s for r in results),
         "new_pid": faultkit.replica_pids(APP, deployment),
+        "health_1s_after_kill": health,
     }
     print(
         f"\nkill -9 {deployment} at {rate:g} req/s: {stats['requests']} requests, failed "
         f"{stats['failed']} ({stats['in_flight_at_kill']} were in flight at the kill), new "
         f"requests failed until {stats['failures_until_s']:.1f} s after it, 200s resumed "
         f"{stats['resumed_after_s']:.1f} s after it, slowest answer {stats['slowest_s']:.1f} s; "
-        f"{faultkit.uptime()}"
+        f"/health 1 s after it: {health[0]} in {health[1]:.1f} s; {faultkit.uptime()}"
     )
     assert recovered(results), loadgen.tally(results[-20:])
     assert stats["new_pid"] and stats["new_pid"] != [pid]
@@ -443,6 +457,8 @@ def test_killed_model_replica_fails_fast_and_recovers(app):
     assert set(stats["failed"]) <= {"503 model_unavailable", "503 overloaded"}, stats
     assert stats["slowest_s"] < MODEL_TIMEOUT_S + 10
     assert stats["resumed_after_s"] < 90
+    status, seconds = stats["health_1s_after_kill"]  # not ready (or ready again), not hanging
+    assert status in (200, 503) and seconds < MODEL_TIMEOUT_S + 10
 
 
 def test_killed_ingress_replica_recovers(app):
