@@ -38,6 +38,11 @@ class AppArgs(BaseModel):
     batch_wait_timeout_s: float = ModelSettings.model_fields["batch_wait_timeout_s"].default
     cache_size: int = ModelSettings.model_fields["cache_size"].default
     resolve_ttl_s: float = ModelSettings.model_fields["resolve_ttl_s"].default
+    registry_timeout_s: float = Field(
+        ModelSettings.model_fields["registry_timeout_s"].default,
+        gt=0,
+        description="Deadline of registry calls on the request path (model deployment, /models)",
+    )
     model_num_cpus: float = Field(0.5, gt=0)
     ingress_num_cpus: float = Field(0.25, gt=0)
     gpus_per_model_replica: float = Field(
@@ -52,6 +57,11 @@ class AppArgs(BaseModel):
     max_sequences: int = ApiSettings.model_fields["max_sequences"].default
     max_body_bytes: int = ApiSettings.model_fields["max_body_bytes"].default
     api_key_env: str = API_KEY_ENV
+    body_timeout_s: float = Field(ApiSettings.model_fields["body_timeout_s"].default, gt=0)
+    model_timeout_s: float = Field(ApiSettings.model_fields["model_timeout_s"].default, gt=0)
+    max_inflight_forecasts: int = Field(
+        ApiSettings.model_fields["max_inflight_forecasts"].default, ge=1
+    )
     with_sentiment: bool = Field(
         True, description="Bind the news sentiment scorer (include_sentiment, /signal)"
     )
@@ -113,9 +123,7 @@ def build_app(args: AppArgs | dict | None = None) -> Application:
     uri = args.tracking_uri or default_tracking_uri()
     sentiment = bind_scorer(args, uri) if args.with_sentiment else None
     api_settings = ApiSettings(
-        max_sequences=args.max_sequences,
-        max_body_bytes=args.max_body_bytes,
-        api_key_env=args.api_key_env,
+        **{name: getattr(args, name) for name in ApiSettings.model_fields},
     )
     return PredictionAPI.options(
         ray_actor_options={"num_cpus": args.ingress_num_cpus},

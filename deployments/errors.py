@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from deployments.guard import ApiError
+from deployments.guard import RETRY_AFTER_S, ApiError
 
 log = logging.getLogger("ray.serve")
 MAX_LISTED_ERRORS = 5
@@ -61,6 +61,11 @@ def describe_ragged(sequences: list) -> str:
     return LAYOUT_HINT
 
 
+def unavailable(kind: str, message: str) -> ApiError:
+    """A 503 of one of the RETRY_AFTER_S kinds, with its Retry-After header."""
+    return ApiError(503, kind, message, {"Retry-After": str(RETRY_AFTER_S[kind])})
+
+
 def _json(
     status: int, kind: str, message: str, headers: dict | None = None, **extra
 ) -> JSONResponse:
@@ -86,7 +91,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         request.state.log["error"] = exc.kind
-        return _json(exc.status, exc.kind, exc.message)
+        return _json(exc.status, exc.kind, exc.message, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,11 +1,14 @@
-"""ASGI middleware in front of every endpoint: API key, body size limit, and the per-request
-metrics and log line. Pure ASGI (no BaseHTTPMiddleware) so it costs microseconds per request."""
+"""ASGI middleware in front of every endpoint: API key, body size and time limits, and the
+per-request metrics and log line. Pure ASGI (no BaseHTTPMiddleware) so it costs microseconds per
+request."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 
@@ -14,6 +17,14 @@ from deployments.observability import RequestMetrics, log_request
 # The docs page and the schema reveal nothing secret; Swagger UI fetches the schema without the
 # key (it adds the key only to the calls it makes after "Authorize").
 OPEN_PATHS = frozenset({"/api/v1/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+FORECAST_PATHS = frozenset({"/api/v1/ml/predict", "/api/v1/ml/signal"})
+# Seconds a client should wait before retrying, per kind of 503 (the Retry-After header)
+RETRY_AFTER_S = {
+    "overloaded": 1,
+    "model_unavailable": 2,
+    "sentiment_unavailable": 2,
+    "registry_unavailable": 5,
+}
 
 
 class ApiError(HTTPException):
@@ -22,8 +33,10 @@ class ApiError(HTTPException):
     An HTTPException so FastAPI passes it through unchanged when raised while reading the body.
     """
 
-    def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(status, message)
+    def __init__(
+        self, status: int, kind: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status, message, headers)
         self.status, self.kind, self.message = status, kind, message
 
 
@@ -34,13 +47,20 @@ def error_body(kind: str, message: str) -> bytes:
 class Guard:
     """Checks the API key and the body size before the app sees a request; measures it after.
 
-    The limits come from `scope["app"].state` (`api_key`, `max_body_bytes`), set by the ingress
-    deployment from its arguments. Endpoints may add log fields to `request.state.log`.
+    The limits come from `scope["app"].state` (`api_key`, `max_body_bytes`, `body_timeout_s`,
+    `max_inflight_forecasts`), set by the ingress deployment from its arguments. Endpoints may
+    add log fields to `request.state.log`.
+
+    Admission: beyond `max_inflight_forecasts` forecast requests in progress in this replica,
+    another is answered 503 overloaded with Retry-After as soon as its body is in, before it is
+    parsed; queueing it instead would only make every request slower. A request counts from
+    then on, so clients still uploading take no slot.
     """
 
     def __init__(self, app) -> None:
         self.app = app
         self.metrics: RequestMetrics | None = None  # created in the replica, on first request
+        self.inflight = 0  # forecast requests admitted and not answered yet
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -59,12 +79,25 @@ class Guard:
             await send(message)
 
         rejection = self._reject(scope, config)
+        admitted = False
+
+        def admit() -> None:  # called once the body is in: slow uploads take no slot
+            nonlocal admitted
+            if _route_path(scope) not in FORECAST_PATHS:
+                return
+            if self.inflight >= config.max_inflight_forecasts:
+                raise _overloaded(config.max_inflight_forecasts)
+            self.inflight += 1
+            admitted = True
+
         try:
             if rejection is not None:
                 await _send_error(send_status, *rejection)
             else:
-                await self.app(scope, _limited(receive, config.max_body_bytes), send_status)
+                limited = _limited(receive, config.max_body_bytes, config.body_timeout_s, admit)
+                await self.app(scope, limited, send_status)
         finally:
+            self.inflight -= admitted
             latency_ms = (time.perf_counter() - start) * 1000
             error = rejection[1] if rejection else state["log"].pop("error", None)
             if status >= 400 and error is None:
@@ -105,6 +138,17 @@ class Guard:
         return None
 
 
+def _overloaded(limit: int) -> ApiError:
+    seconds = RETRY_AFTER_S["overloaded"]
+    return ApiError(
+        503,
+        "overloaded",
+        f"the service is at capacity ({limit} forecasts in progress on this replica); retry "
+        f"after {seconds} s",
+        {"Retry-After": str(seconds)},
+    )
+
+
 def _route_path(scope) -> str:
     """The path below the app's route prefix (Serve passes the prefix as root_path)."""
     path, root = scope["path"], scope.get("root_path", "")
@@ -118,17 +162,35 @@ def _too_large(size: int, limit: int) -> str:
     )
 
 
-def _limited(receive, limit: int):
-    """Wrap `receive` so a body without Content-Length still stops at the limit."""
-    seen = 0
+def _limited(receive, limit: int, timeout_s: float, on_complete: Callable[[], None]):
+    """Wrap `receive` so a body without Content-Length still stops at the limit, and the whole
+    body must arrive within `timeout_s` of the first read: a client that stalls mid-body (or
+    announces more bytes than it sends) would otherwise hold an ingress slot for as long as it
+    likes. `on_complete` runs once the body is in (and may refuse the request by raising)."""
+    seen, complete = 0, False
+    deadline = time.monotonic() + timeout_s
 
     async def receive_limited():
-        nonlocal seen
-        message = await receive()
+        nonlocal seen, complete
+        if complete:  # later reads only wait for a disconnect: no deadline
+            return await receive()
+        try:
+            message = await asyncio.wait_for(receive(), deadline - time.monotonic())
+        except TimeoutError:
+            raise ApiError(
+                408,
+                "request_timeout",
+                f"the request body did not arrive within {timeout_s:g} s ({seen} bytes "
+                "received); send the whole body without pausing",
+                {"Connection": "close"},  # the rest of the body may still come: drop it
+            ) from None
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
                 raise ApiError(413, "body_too_large", _too_large(seen, limit))
+            complete = not message.get("more_body", False)
+            if complete:
+                on_complete()
         return message
 
     return receive_limited

@@ -4,28 +4,36 @@ drift."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 
+import mlflow
 import numpy as np
 from ray import serve
 
-from deployments.messages import ForecastJob, RegistryUnavailableError
+from deployments.messages import (
+    ForecastJob,
+    NeedsRegistryError,
+    RegistryUnavailableError,
+    describe_registry_error,
+)
 from deployments.model_cache import LoadedModel, ModelCache
 from deployments.observability import ModelMetrics
 from deployments.replica import configure_tracking, use_assigned_cpus
 from deployments.settings import ModelSettings
 from training.features import WindowShapeError
-from training.registry import InvalidModelNameError, ModelNotFoundError, resolve_version
+from training.registry import InvalidModelNameError, ModelNotFoundError
 
 log = logging.getLogger("ray.serve")
 HEALTH_TTL_S = 5.0
-REGISTRY_TIMEOUT_S = 10.0
 _FORECAST_KEYS = ("prediction", "lower", "upper", "predicted_return")
 
 
-@serve.deployment(name="ModelDeployment", max_ongoing_requests=64)
+# The ingress sends batches (a few calls at a time per ingress replica); max_queued_requests
+# bounds what waits in each caller's queue, e.g. while a replica restarts: beyond it the
+# ingress gets BackPressureError and answers 503 overloaded.
+@serve.deployment(name="ModelDeployment", max_ongoing_requests=64, max_queued_requests=64)
 class ModelDeployment:
     """Serves every registered version of any model from one replica pool.
 
@@ -47,7 +55,9 @@ class ModelDeployment:
         self.settings = ModelSettings.model_validate(user_config)
         self._predict_batch.set_max_batch_size(self.settings.max_batch_size)
         self._predict_batch.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
-        self.cache.configure(self.settings.cache_size, self.settings.resolve_ttl_s)
+        self.cache.configure(
+            self.settings.cache_size, self.settings.resolve_ttl_s, self.settings.registry_timeout_s
+        )
         self._health = None
         try:  # load the default now so the first request does not wait for it
             await self.cache.get(self.settings.model_name, self.settings.default_version)
@@ -67,22 +77,39 @@ class ModelDeployment:
             feature_importance, drift, model_name and the resolved model_version; or the
             exception that job earned (ModelNotFoundError for an unknown model, version or
             alias; WindowShapeError for windows that do not fit the model;
-            RegistryUnavailableError), so one bad request never fails the others.
+            NeedsRegistryError for a model this replica cannot serve without asking the
+            registry first: send that job to `load_and_predict`), so one bad or slow request
+            never fails or delays the others.
         """
-        resolved = [await self._resolve(job) for job in jobs]
-        return await self._predict_batch(list(zip(jobs, resolved, strict=True)))
+        ready = [self._loaded(job) for job in jobs]
+        return await self._predict_batch(list(zip(jobs, ready, strict=True)))
+
+    async def load_and_predict(self, job: ForecastJob) -> dict | Exception:
+        """`predict` for one job whose model must be resolved or loaded first (within the
+        registry deadline; RegistryUnavailableError when the registry does not answer)."""
+        model = await self._resolve(job)
+        (result,) = await self._predict_batch([(job, model)])
+        return result
+
+    def _spec(self, job: ForecastJob) -> tuple[str, str]:
+        return job.model_name or self.settings.model_name, (
+            job.model_version or self.settings.default_version
+        )
+
+    def _loaded(self, job: ForecastJob) -> LoadedModel | Exception:
+        name, version = self._spec(job)
+        model = self.cache.peek(name, version)
+        return model if model is not None else NeedsRegistryError(f"{name}@{version}")
 
     async def _resolve(self, job: ForecastJob) -> LoadedModel | Exception:
-        name = job.model_name or self.settings.model_name
-        version = job.model_version or self.settings.default_version
+        name, version = self._spec(job)
         try:
             return await self.cache.get(name, version)
-        except (ModelNotFoundError, InvalidModelNameError) as exc:
+        except (ModelNotFoundError, InvalidModelNameError, RegistryUnavailableError) as exc:
             return exc
         except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds when unreachable
-            return RegistryUnavailableError(
-                f"model registry not reachable while loading {name}@{version}: {exc!r}"
-            )
+            message = describe_registry_error(exc, self.settings.registry_timeout_s)
+            return RegistryUnavailableError(f"while loading {name}@{version}: {message}")
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def _predict_batch(self, calls: list[list[tuple]]) -> list[list[dict | Exception]]:
@@ -145,23 +172,30 @@ class ModelDeployment:
         return outputs
 
     async def health(self) -> dict:
-        """Readiness: the default model is loaded and the registry answers (cached briefly)."""
+        """Readiness: the default model is loaded (cached briefly). During a registry outage a
+        loaded default keeps the replica ready; the report names the registry as down."""
         if self._health and time.monotonic() - self._health[0] < HEALTH_TTL_S:
             return self._health[1]
         name, spec = self.settings.model_name, self.settings.default_version
-        registry_ok, error, model = True, None, None
-        try:
-            mv = await asyncio.wait_for(
-                asyncio.to_thread(resolve_version, name, spec), REGISTRY_TIMEOUT_S
-            )
-            model = await self.cache.get(name, int(mv.version))
-        except ModelNotFoundError as exc:
+        error, model = None, None
+        try:  # a registry round trip (the deadline applies), or the last answer while it is down
+            model = await self.cache.get(name, await self.cache.resolve(name, spec, force=True))
+        except (ModelNotFoundError, InvalidModelNameError, RegistryUnavailableError) as exc:
             error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - any registry failure means "not reachable"
-            registry_ok, error = False, f"model registry not reachable: {exc!r}"
+        registry = self.cache.registry
         report = {
-            "ready": registry_ok and model is not None,
-            "registry_reachable": registry_ok,
+            "ready": model is not None,
+            "registry_reachable": registry.ok,
+            "dependencies": {
+                "registry": {
+                    "uri": mlflow.get_registry_uri(),
+                    "ok": registry.ok,
+                    "message": registry.message,
+                    "down_since": None
+                    if registry.down_since is None
+                    else datetime.fromtimestamp(registry.down_since, UTC).isoformat(),
+                }
+            },
             "default_model": {
                 "name": name,
                 "version": spec,
@@ -169,9 +203,10 @@ class ModelDeployment:
                 "device": str(model.forecaster.device) if model else None,
             },
             "loaded_models": [{"name": n, "version": v} for n, v in self.cache.loaded],
+            "stale_resolutions": self.cache.stale,
             "torch_threads": self.threads,
             "replica": serve.get_replica_context().replica_id.unique_id,
-            "error": error,
+            "error": error or registry.message,
         }
         self._health = (time.monotonic(), report)
         return report

@@ -10,11 +10,19 @@ import torch
 
 from training.tracking import setup_tracking
 
+# MLflow's client defaults (120 s per HTTP call, 7 retries with backoff: about 4 minutes before
+# it gives up) would keep a worker thread per request busy long after its deadline has answered
+# the client. Set in the app's runtime_env to override.
+MLFLOW_CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1"}
+
 
 def configure_tracking(tracking_uri: str | None) -> None:
-    """Point this replica's MLflow client at the registry the app was built for."""
+    """Point this replica's MLflow client at the registry the app was built for, with short
+    HTTP timeouts and few retries (unless the environment sets them)."""
     if tracking_uri:
         os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    for key, value in MLFLOW_CLIENT_ENV.items():
+        os.environ.setdefault(key, value)
     setup_tracking(check_server=False)  # an unreachable server shows in /health, not a crash
 
 

@@ -13,6 +13,25 @@ MAX_BODY_BYTES = 1 << 20  # 1 MiB, about 200 sequences of 60 hourly BTC bars as 
 # where the forecast's exp() and the features' products overflow float64 (near 1.7e308).
 MAX_BAR_VALUE = 1e15
 BAR_FIELDS = ("open", "high", "low", "close", "volume")
+# The OpenAPI shape of `sequences` (validation stays in the code, which names the bad place):
+# 1..MAX_SEQUENCES windows of bars, each bar 5 numbers within the sane range.
+SEQUENCES_SCHEMA = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": MAX_SEQUENCES,
+    "items": {
+        "type": "array",
+        "minItems": 1,
+        "description": "One window: the model's sequence_length bars, oldest first",
+        "items": {
+            "type": "array",
+            "minItems": len(BAR_FIELDS),
+            "maxItems": len(BAR_FIELDS),
+            "description": "One bar: [open, high, low, close, volume]",
+            "items": {"type": "number", "minimum": 0, "maximum": MAX_BAR_VALUE},
+        },
+    },
+}
 
 
 class Headline(BaseModel):
@@ -34,6 +53,7 @@ class PredictRequest(BaseModel):
         "the model's sequence_length bars long (60 for the default model); at most "
         f"{MAX_SEQUENCES} sequences per request unless the app was built with another limit. "
         f"Values are JSON numbers (not strings or booleans) up to {MAX_BAR_VALUE:g}.",
+        json_schema_extra=SEQUENCES_SCHEMA,
     )
     model_name: str | None = Field(
         None, max_length=200, description="Registered model; default: the app's user_config"
@@ -125,3 +145,32 @@ class SignalRequest(PredictRequest):
 class ErrorBody(BaseModel):
     error: str = Field(description="Machine-readable kind, e.g. invalid_input, model_not_found")
     message: str = Field(description="What was wrong, where, and what to do")
+
+
+class DependencyHealth(BaseModel):
+    ok: bool
+    message: str | None = Field(description="Why it is down, in words")
+    uri: str | None = None
+    down_since: str | None = Field(None, description="ISO 8601 time of the first failure")
+
+
+class HealthReport(BaseModel):
+    """Readiness of the model replica that answered (/health answers 503 with this body too;
+    when the model deployment itself does not answer, only ready, dependencies and error)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+
+    ready: bool = Field(description="The default model is loaded and can serve")
+    registry_reachable: bool | None = Field(description="None: unknown")
+    dependencies: dict[str, DependencyHealth] = Field(
+        description="The registry's state, or the model deployment's when it does not answer"
+    )
+    default_model: dict | None = None
+    loaded_models: list[dict] = []
+    stale_resolutions: list[dict] = Field(
+        [], description="Versions served from their last resolution while the registry is down"
+    )
+    torch_threads: int | None = None
+    replica: str | None = None
+    error: str | None = Field(description="What keeps the replica from being fully ready")
+    sentiment_enabled: bool

@@ -9,6 +9,7 @@ from deployments.schemas import MAX_BODY_BYTES, MAX_SEQUENCES
 
 DEFAULT_MODEL_NAME = "lstm_price_forecast"
 API_KEY_ENV = "MLTRADE_API_KEY"
+REGISTRY_TIMEOUT_S = 5.0
 
 
 class ModelSettings(BaseModel):
@@ -29,6 +30,12 @@ class ModelSettings(BaseModel):
     resolve_ttl_s: float = Field(
         10.0, ge=0.0, description="How long 'latest' and aliases keep their resolved version"
     )
+    registry_timeout_s: float = Field(
+        REGISTRY_TIMEOUT_S,
+        gt=0.0,
+        description="Longest a request waits for the registry to resolve a version; on a "
+        "timeout a version already loaded keeps serving, others answer 503",
+    )
 
 
 class ApiSettings(BaseModel):
@@ -41,4 +48,22 @@ class ApiSettings(BaseModel):
     api_key_env: str = Field(
         API_KEY_ENV,
         description="Environment variable holding the API key; unset or empty leaves the API open",
+    )
+    body_timeout_s: float = Field(
+        15.0, gt=0.0, description="The whole request body must arrive within this time, else 408"
+    )
+    model_timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        description="Longest a forecast waits for the model deployment (a replica restarting "
+        "included), else 503 model_unavailable",
+    )
+    max_inflight_forecasts: int = Field(
+        32,
+        ge=1,
+        description="Forecast requests one ingress replica works on at once; more answer 503 "
+        "overloaded with Retry-After at once instead of queueing",
+    )
+    registry_timeout_s: float = Field(
+        REGISTRY_TIMEOUT_S, gt=0.0, description="Deadline of /models' registry call, else 503"
     )
