@@ -14,6 +14,7 @@ from ray import serve
 
 from deployments.messages import SentimentUnavailableError
 from deployments.replica import configure_tracking, use_assigned_cpus
+from deployments.settings import VersionSpec
 from sentiment.aggregate import AggregateSettings, in_window
 from sentiment.model import DEFAULT_MODEL_NAME, SentimentAnalyzer
 from sentiment.news import MAX_HEADLINES, NewsApiConfig, NewsInputError, check_title
@@ -29,7 +30,7 @@ class ScorerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
     model_name: str = DEFAULT_MODEL_NAME
-    model_version: str = Field("latest", description="'latest', a number or an alias")
+    model_version: VersionSpec = Field("latest", description="'latest', a number or an alias")
     news_file: str | None = Field(
         None, description="CSV/JSONL headlines; default $MLTRADE_NEWS_FILE"
     )
