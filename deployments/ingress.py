@@ -21,7 +21,13 @@ from deployments.messages import (
     SentimentUnavailableError,
 )
 from deployments.replica import configure_tracking
-from deployments.schemas import ErrorBody, PredictRequest, PredictResponse, SignalRequest
+from deployments.schemas import (
+    ErrorBody,
+    PredictRequest,
+    PredictResponse,
+    SignalRequest,
+    SignalResponse,
+)
 from deployments.settings import ApiSettings
 from signals import HybridWeights, combine_signal
 from training.features import WindowShapeError
@@ -178,7 +184,7 @@ class PredictionAPI:
         result["latency_ms"] = round((time.perf_counter() - request.state.start) * 1000, 3)
         return JSONResponse(result)
 
-    @api.post("/api/v1/ml/signal", responses=ERRORS)
+    @api.post("/api/v1/ml/signal", response_model=SignalResponse, responses=ERRORS)
     async def signal(self, body: SignalRequest, request: Request) -> JSONResponse:
         """BUY/SELL/HOLD per sequence: the forecast blended with the symbol's news sentiment."""
         self._require_sentiment()
