@@ -269,7 +269,7 @@ def _serve(settings: ServeSettings, progress: Progress) -> None:
     request_file = write_sample_request(
         settings.request_file, name, forecaster.sequence_length, settings.with_sentiment
     )
-    progress.say("starting Ray (joins RAY_ADDRESS or a `ray start` cluster on this machine)")
+    progress.say("starting Ray (or joining RAY_ADDRESS, or a `ray start` cluster on this machine)")
     try:
         ensure_ray()
         _stop_on_sigterm()
