@@ -6,13 +6,26 @@ the cluster has GPUs, see training.cluster), and the ingress receives the handle
 deployment and the sentiment scorer at bind time.
 """
 
-from pydantic import BaseModel, ConfigDict, Field
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray.serve import Application
 
 from deployments.ingress import PredictionAPI
 from deployments.model import ModelDeployment
 from deployments.sentiment import ScorerSettings, SentimentScorer
-from deployments.settings import API_KEY_ENV, DEFAULT_MODEL_NAME, ApiSettings, ModelSettings
+from deployments.settings import (
+    API_KEY_ENV,
+    DEFAULT_MODEL_NAME,
+    ApiSettings,
+    ConfigRefused,
+    ModelSettings,
+    VersionSpec,
+    check_default_model,
+    describe_invalid,
+    parse_model_settings,
+)
 from training.cluster import autoscaling_config, gpu_share
 from training.tracking import tracking_uri as default_tracking_uri
 
@@ -20,6 +33,8 @@ from training.tracking import tracking_uri as default_tracking_uri
 
 # The ingress writes one structured line per request; Serve's own access lines would double it.
 QUIET = {"enable_access_log": False}
+REGISTRY_TIMEOUT_S = 10.0  # a registry slower than this is not waited for at build time
+log = logging.getLogger("ray.serve")
 SCORER_TARGET_ONGOING_REQUESTS = 8  # a scorer request is a transformer forward pass: scale early
 
 
@@ -29,7 +44,7 @@ class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model_name: str = DEFAULT_MODEL_NAME
-    default_version: str = "latest"
+    default_version: VersionSpec = Field("latest", description="'latest', a number or an alias")
     tracking_uri: str | None = Field(
         None, description="MLflow tracking URI; default MLFLOW_TRACKING_URI or ./mlflow.db"
     )
@@ -77,8 +92,41 @@ def model_actor_options(args: AppArgs) -> dict:
 
 
 def model_settings(args: AppArgs) -> ModelSettings:
-    """The model deployment's user_config from the builder args."""
-    return ModelSettings(**{name: getattr(args, name) for name in ModelSettings.model_fields})
+    """The model deployment's user_config from the builder args.
+
+    Raises:
+        ConfigRefused: a field out of its range (named).
+    """
+    fields = {name: getattr(args, name) for name in ModelSettings.model_fields}
+    uri = args.tracking_uri or default_tracking_uri()
+    return parse_model_settings(fields, uri, where="args")
+
+
+def check_args(args: AppArgs | dict | None) -> AppArgs:
+    """Builder args checked before anything is deployed: their fields, then that the registry
+    holds `model_name` at `default_version` (a registry that does not answer within
+    REGISTRY_TIMEOUT_S refuses nothing; /health reports it once the app runs).
+
+    Raises:
+        ConfigRefused: naming the field (and, for the model, the versions and aliases that exist).
+    """
+    if not isinstance(args, AppArgs):
+        try:
+            args = AppArgs.model_validate(args or {})
+        except ValidationError as exc:
+            raise ConfigRefused(f"args refused: {describe_invalid(exc)}") from None
+    settings = model_settings(args)
+    uri = args.tracking_uri or default_tracking_uri()
+    pool = ThreadPoolExecutor(1)
+    try:
+        pool.submit(check_default_model, settings, uri).result(REGISTRY_TIMEOUT_S)
+    except ConfigRefused:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unreachable or slow: nothing known either way
+        log.warning("model registry not reachable; %s not checked: %r", settings.model_name, exc)
+    finally:
+        pool.shutdown(wait=False)
+    return args
 
 
 def bind_model(args: AppArgs, tracking_uri: str) -> Application:
@@ -118,8 +166,13 @@ def build_app(args: AppArgs | dict | None = None) -> Application:
 
     Returns:
         The bound application, ready for `serve.run` or a Serve config.
+
+    Raises:
+        ConfigRefused: bad args, or a model, version or alias the registry does not hold;
+            under `serve deploy` the app is then DEPLOY_FAILED with this message and the
+            replicas already running keep serving.
     """
-    args = args if isinstance(args, AppArgs) else AppArgs.model_validate(args or {})
+    args = check_args(args)
     uri = args.tracking_uri or default_tracking_uri()
     sentiment = bind_scorer(args, uri) if args.with_sentiment else None
     api_settings = ApiSettings(

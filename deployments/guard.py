@@ -14,9 +14,20 @@ from starlette.exceptions import HTTPException
 
 from deployments.observability import RequestMetrics, log_request
 
-# The docs page and the schema reveal nothing secret; Swagger UI fetches the schema without the
-# key (it adds the key only to the calls it makes after "Authorize").
-OPEN_PATHS = frozenset({"/api/v1/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+# The docs pages, their assets and the schema reveal nothing secret; Swagger UI fetches the
+# schema without the key (it adds the key only to the calls it makes after "Authorize"). The
+# assets are the files fastapi-offline serves from the package (a CDN would need a network).
+DOCS_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+OPEN_PATHS = frozenset(
+    {
+        "/api/v1/health",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+        *(f"/static-offline-docs/{name}" for name in DOCS_ASSETS),
+    }
+)
 FORECAST_PATHS = frozenset({"/api/v1/ml/predict", "/api/v1/ml/signal"})
 # Seconds a client should wait before retrying, per kind of 503 (the Retry-After header)
 RETRY_AFTER_S = {

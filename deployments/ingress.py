@@ -8,9 +8,10 @@ import time
 
 import numpy as np
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.config import BackpressureConfig
@@ -33,6 +34,7 @@ from deployments.schemas import (
     PredictRequest,
     PredictResponse,
     SignalRequest,
+    SignalResponse,
 )
 from deployments.settings import ApiSettings
 from signals import HybridWeights, combine_signal
@@ -60,11 +62,13 @@ ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 422, 
 ERRORS[503] = {"model": ErrorBody, "headers": RETRY_AFTER_HEADER}
 MODELS_ERRORS = {code: ERRORS[code] for code in (401, 404, 422, 503)}
 
-api = FastAPI(
+# Swagger UI and ReDoc from the fastapi-offline package, not a CDN: /docs renders offline
+api = FastAPIOffline(
     title="mltrade prediction API",
     version="1.0",
     description="Next-bar price forecasts with calibrated intervals, feature importance and "
     "input drift, from models registered in MLflow.",
+    swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from validator.swagger.io
 )
 api.add_middleware(Guard)
 install_error_handlers(api)
@@ -260,7 +264,7 @@ class PredictionAPI:
         # orjson: a tenth of json.dumps' time; the model answers only finite numbers
         return Response(orjson.dumps(result, option=NUMPY), media_type="application/json")
 
-    @api.post("/api/v1/ml/signal", responses=ERRORS)
+    @api.post("/api/v1/ml/signal", response_model=SignalResponse, responses=ERRORS)
     async def signal(self, body: SignalRequest, request: Request) -> JSONResponse:
         """BUY/SELL/HOLD per sequence: the forecast blended with the symbol's news sentiment."""
         self._require_sentiment()

@@ -15,6 +15,7 @@ import os
 import shlex
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class ServeSettings:
         epochs: training epochs when it is missing.
         with_sentiment: also serve the news sentiment scorer (include_sentiment, /signal),
             training the `news_sentiment` model first when the registry has none.
+        request_file: where the sample request body is written.
     """
 
     host: str = "127.0.0.1"
@@ -53,6 +55,7 @@ class ServeSettings:
     days_back: int = 365
     epochs: int = 20
     with_sentiment: bool = True
+    request_file: Path = SAMPLE_REQUEST
 
 
 def _about(seconds: float) -> str:
@@ -118,10 +121,11 @@ def sentiment_plan() -> str:
 
 
 def write_sample_request(
-    path: Path, model_name: str, sequence_length: int, include_sentiment: bool
+    path: Path | str, model_name: str, sequence_length: int, include_sentiment: bool
 ) -> Path:
     """The latest `sequence_length` bundled BTC/USDT bars as a ready-to-post request body (the
     guide's example request)."""
+    path = Path(path)
     bars = load_data("BTC/USDT", days_back=30, data_path=SAMPLE)
     window = bars[["open", "high", "low", "close", "volume"]].to_numpy()[-sequence_length:]
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,16 +150,79 @@ def curl_command(host: str, port: int, request_file: Path) -> str:
     )
 
 
-def _wait_for_stop() -> None:
-    """Block until Ctrl-C or SIGTERM (where this is the main thread)."""
-    stop = threading.Event()
+class Progress:
+    """Log lines for the long steps of a start, each with the seconds since the start."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def say(self, what: str, *args: object) -> None:
+        log.info("[%3.0f s] " + what, time.monotonic() - self.start, *args)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the server exactly like Ctrl-C
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM raises KeyboardInterrupt in the main thread (ray.init installs its own handler,
+    which exits at once with status 15: this is installed again after it)."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _report_replicas(done: threading.Event, progress: Progress, every_s: float = 10.0) -> None:
+    """Every `every_s` until `done`: which deployments of the app are not running yet."""
+    from ray import serve
+
+    while not done.wait(every_s):
+        try:
+            app = serve.status().applications.get(APP_NAME)
+        except Exception:  # noqa: BLE001 - a progress line is not worth failing the start for
+            continue
+        if app is None:
+            continue
+        states = [
+            f"{name} {_text(d.status)} ("
+            + ", ".join(f"{n} {_text(state)}" for state, n in d.replica_states.items())
+            + ")"
+            for name, d in app.deployments.items()
+        ]
+        progress.say("waiting for replicas: %s", "; ".join(states) or _text(app.status))
+
+
+def _text(status: object) -> str:
+    return str(getattr(status, "value", status))
+
+
+def _deploy(app, progress: Progress) -> None:
+    """`serve.run` with a progress line every 10 s while the replicas start."""
+    from ray import serve
+
+    done = threading.Event()
+    reporter = threading.Thread(target=_report_replicas, args=(done, progress), daemon=True)
+    reporter.start()
     try:
-        while not stop.wait(3600):
-            pass
-    except KeyboardInterrupt:
-        pass
+        serve.run(app, name=APP_NAME, route_prefix="/")
+    finally:
+        done.set()
+
+
+def _stop_serving() -> None:
+    """Delete the app (its replicas finish the requests they hold), then disconnect from Ray,
+    which stops a Ray instance this process started along with Serve's own actors. Serve
+    stays up on a cluster this process only joined (other apps may run there); `serve
+    shutdown` stops it. Not `serve.shutdown()`: its controller task ends by killing the
+    controller, which Ray logs as a failed task on every stop."""
+    import ray
+    from ray import serve
+
+    if ray.is_initialized():
+        try:
+            serve.delete(APP_NAME)
+        except Exception as exc:  # noqa: BLE001 - Serve may not have started; Ray goes anyway
+            log.debug("no app to delete: %r", exc)
+    ray.shutdown()
 
 
 def serve_app(settings: ServeSettings = ServeSettings()) -> None:
@@ -163,12 +230,23 @@ def serve_app(settings: ServeSettings = ServeSettings()) -> None:
 
     Trains the default models that the registry lacks (logging what and about how long), starts
     Ray (or joins RAY_ADDRESS) and Serve on `settings.host:settings.port`, writes
-    artifacts/sample_request.json and prints a curl that posts it.
+    artifacts/sample_request.json and prints a curl that posts it. Each long step logs what it
+    does and the seconds since the start. Ctrl-C or SIGTERM at any point stops cleanly: the app
+    is deleted and Ray stopped (exit status 0).
 
     Raises:
         TrackingError: MLFLOW_TRACKING_URI names a server that does not answer.
     """
+    _stop_on_sigterm()
+    try:
+        _serve(settings, Progress())
+    except KeyboardInterrupt:
+        print("Stopped.", flush=True)
+
+
+def _serve(settings: ServeSettings, progress: Progress) -> None:
     uri = setup_tracking()
+    progress.say("checking the registry at %s for %s", uri, settings.model_name)
     name, days_back, epochs = settings.model_name, settings.days_back, settings.epochs
     version = ensure_registered(
         name,
@@ -189,18 +267,19 @@ def serve_app(settings: ServeSettings = ServeSettings()) -> None:
 
     forecaster, _ = load_model(name, version)
     request_file = write_sample_request(
-        SAMPLE_REQUEST, name, forecaster.sequence_length, settings.with_sentiment
+        settings.request_file, name, forecaster.sequence_length, settings.with_sentiment
     )
-    log.info("starting Ray Serve on %s:%d", settings.host, settings.port)
-    ensure_ray()
+    progress.say("starting Ray (or joining RAY_ADDRESS, or a `ray start` cluster on this machine)")
     try:
+        ensure_ray()
+        _stop_on_sigterm()
+        progress.say("starting Serve on %s:%d", settings.host, settings.port)
         serve.start(http_options={"host": settings.host, "port": settings.port})
-        app = AppArgs(
-            model_name=name,
-            tracking_uri=uri,
-            with_sentiment=settings.with_sentiment,
-        )
-        serve.run(build_app(app), name=APP_NAME, route_prefix="/")
+        scorer = " and the sentiment scorer" if settings.with_sentiment else ""
+        progress.say("deploying %s v%s%s; the replicas load the models", name, version, scorer)
+        app = AppArgs(model_name=name, tracking_uri=uri, with_sentiment=settings.with_sentiment)
+        _deploy(build_app(app), progress)
+        progress.say("ready")
         base = f"http://{settings.host}:{settings.port}"
         sentiment = "with news sentiment" if settings.with_sentiment else "without sentiment"
         print(f"\nServing {name} (latest: v{version}) {sentiment} from {uri}")
@@ -208,9 +287,7 @@ def serve_app(settings: ServeSettings = ServeSettings()) -> None:
         print(f"  health:  curl -s {base}/api/v1/health")
         print(f"  predict: {curl_command(settings.host, settings.port, request_file)}\n")
         print("Ctrl-C to stop.", flush=True)
-        _wait_for_stop()
+        threading.Event().wait()  # until KeyboardInterrupt (Ctrl-C, or SIGTERM above)
     finally:
-        import ray
-
-        serve.shutdown()
-        ray.shutdown()
+        progress.say("stopping: deleting the app, then Ray")
+        _stop_serving()

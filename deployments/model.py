@@ -4,6 +4,7 @@ drift."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime
@@ -21,7 +22,12 @@ from deployments.messages import (
 from deployments.model_cache import LoadedModel, ModelCache
 from deployments.observability import ModelMetrics
 from deployments.replica import configure_tracking, use_assigned_cpus
-from deployments.settings import ModelSettings
+from deployments.settings import (
+    ConfigRefused,
+    ModelSettings,
+    check_default_model,
+    parse_model_settings,
+)
 from training.features import WindowShapeError
 from training.registry import InvalidModelNameError, ModelNotFoundError
 
@@ -46,28 +52,42 @@ class ModelDeployment:
         configure_tracking(tracking_uri)
         self.threads = use_assigned_cpus()
         self.settings = ModelSettings()
+        self.configured = False  # until a user_config is accepted
+        self.refused: str | None = None  # why the last user_config was refused (for /health)
         self.cache = ModelCache(self.settings.cache_size, self.settings.resolve_ttl_s)
         self.metrics = ModelMetrics()
         self._health: tuple[float, dict] | None = None
 
     async def reconfigure(self, user_config: dict) -> None:
-        """Apply a new user_config (default model, batching, cache) without a restart."""
-        self.settings = ModelSettings.model_validate(user_config)
-        self._predict_batch.set_max_batch_size(self.settings.max_batch_size)
-        self._predict_batch.set_batch_wait_timeout_s(self.settings.batch_wait_timeout_s)
-        self.cache.configure(
-            self.settings.cache_size, self.settings.resolve_ttl_s, self.settings.registry_timeout_s
-        )
+        """Apply a new user_config (default model, batching, cache) without a restart.
+
+        It is checked before anything changes: its fields, then that the registry holds the
+        model and the version or alias. A running replica refuses a bad one and keeps serving
+        what it served (raising would make Serve stop the replica and fail every restart with
+        the same config); /health and the replica log say why. A new replica has nothing to
+        serve yet: it raises, and `serve status` shows the message.
+
+        Raises:
+            ConfigRefused: on a replica's first user_config only.
+        """
+        try:
+            new = await _checked_settings(user_config)
+        except ConfigRefused as exc:
+            if not self.configured:
+                raise
+            self.refused = str(exc)
+            self._health = None
+            log.error("%s; still serving %s", exc, _spec(self.settings))
+            return
+        self.settings, self.configured, self.refused = new, True, None
+        self._predict_batch.set_max_batch_size(new.max_batch_size)
+        self._predict_batch.set_batch_wait_timeout_s(new.batch_wait_timeout_s)
+        self.cache.configure(new.cache_size, new.resolve_ttl_s, new.registry_timeout_s)
         self._health = None
         try:  # load the default now so the first request does not wait for it
-            await self.cache.get(self.settings.model_name, self.settings.default_version)
+            await self.cache.get(new.model_name, new.default_version)
         except Exception as exc:  # noqa: BLE001 - the replica must start; /health reports it
-            log.warning(
-                "default model %s@%s not loaded: %s",
-                self.settings.model_name,
-                self.settings.default_version,
-                exc,
-            )
+            log.warning("default model %s not loaded: %s", _spec(new), exc)
 
     async def predict(self, jobs: list[ForecastJob]) -> list[dict | Exception]:
         """Forecast the windows of several requests (the ingress forwards what arrived together).
@@ -207,6 +227,7 @@ class ModelDeployment:
             "torch_threads": self.threads,
             "replica": serve.get_replica_context().replica_id.unique_id,
             "error": error or registry.message,
+            "user_config_refused": self.refused,
         }
         self._health = (time.monotonic(), report)
         return report
@@ -216,6 +237,30 @@ def _refused(model: LoadedModel, trouble: object) -> WindowShapeError:
     """The error a request's windows earn from this model (they do not fit, or do not give a
     finite answer)."""
     return WindowShapeError(f"model {model.name!r} v{model.version}: {trouble}")
+
+
+async def _checked_settings(user_config: dict) -> ModelSettings:
+    """The user_config as settings whose default model the registry holds.
+
+    Raises:
+        ConfigRefused: invalid fields, or the registry answered that the model, version or
+            alias does not exist. A registry that does not answer refuses nothing (/health
+            reports it), so an outage never blocks a deploy.
+    """
+    settings = parse_model_settings(user_config)
+    try:
+        await asyncio.wait_for(
+            asyncio.to_thread(check_default_model, settings), settings.registry_timeout_s
+        )
+    except ConfigRefused:
+        raise
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds when unreachable
+        log.warning("registry not reachable; %s not checked: %r", _spec(settings), exc)
+    return settings
+
+
+def _spec(settings: ModelSettings) -> str:
+    return f"{settings.model_name}@{settings.default_version}"
 
 
 def _non_finite(forecast: dict, importance: dict, drift: dict) -> str | None:

@@ -32,6 +32,7 @@ SEQUENCES_SCHEMA = {
         },
     },
 }
+MAX_DROPPED_LISTED = 10  # headlines a sentiment answer names as dropped; its counts cover all
 
 
 class Headline(BaseModel):
@@ -118,6 +119,37 @@ class Drift(BaseModel):
     per_feature: dict[str, float]
 
 
+class DroppedHeadline(BaseModel):
+    title: str
+    published_at: str = Field(description="ISO 8601, UTC")
+    reason: str = Field(
+        description="'older than the 72 h window before as_of' or 'published after as_of'"
+    )
+
+
+class DroppedHeadlines(BaseModel):
+    """Headlines the sentiment left out: only those published in [as_of - max_age_hours,
+    as_of] count (72 h by default; later ones would be look-ahead)."""
+
+    too_old: int = Field(description="Published more than max_age_hours before as_of")
+    after_as_of: int = Field(description="Published after as_of")
+    headlines: list[DroppedHeadline] = Field(
+        description=f"At most {MAX_DROPPED_LISTED} of them, those nearest the window, newest first"
+    )
+
+
+class Sentiment(BaseModel):
+    """A symbol's news sentiment as of now (see docs/concepts/strategies.md)."""
+
+    score: float = Field(description="In [-1, 1], recency- and confidence-weighted")
+    confidence: float = Field(description="In [0, 1); 0 without usable headlines")
+    n_headlines: int = Field(description="Headlines in the window, scored")
+    source: str = Field(description="request, api:<style>, file:<name> or none")
+    as_of: str
+    dropped: DroppedHeadlines
+    note: str | None = Field(None, description="Why the answer is neutral, or a source fallback")
+
+
 class PredictResponse(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
@@ -130,7 +162,22 @@ class PredictResponse(BaseModel):
     model_name: str
     model_version: int
     latency_ms: float
-    sentiment: dict | None = Field(None, description="Only with include_sentiment: true")
+    sentiment: Sentiment | None = Field(None, description="Only with include_sentiment: true")
+
+
+class SignalResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    symbol: str
+    signals: list[dict] = Field(
+        description="Per sequence: signal (BUY/SELL/HOLD), confidence, combined_score, "
+        "price_prediction, predicted_return, ml_score, sentiment_score, sentiment_confidence, "
+        "weights, configured_weights"
+    )
+    sentiment: Sentiment
+    model_name: str
+    model_version: int
+    latency_ms: float
 
 
 class SignalRequest(PredictRequest):

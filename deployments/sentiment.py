@@ -14,7 +14,9 @@ from ray import serve
 
 from deployments.messages import SentimentUnavailableError
 from deployments.replica import configure_tracking, use_assigned_cpus
-from sentiment.aggregate import AggregateSettings, in_window
+from deployments.schemas import MAX_DROPPED_LISTED
+from deployments.settings import VersionSpec
+from sentiment.aggregate import AggregateSettings, dropped_headlines, in_window
 from sentiment.model import DEFAULT_MODEL_NAME, SentimentAnalyzer
 from sentiment.news import MAX_HEADLINES, NewsApiConfig, NewsInputError, check_title
 from sentiment.sources import NewsFileCache, NewsSettings, find_headlines, report
@@ -29,7 +31,7 @@ class ScorerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
     model_name: str = DEFAULT_MODEL_NAME
-    model_version: str = Field("latest", description="'latest', a number or an alias")
+    model_version: VersionSpec = Field("latest", description="'latest', a number or an alias")
     news_file: str | None = Field(
         None, description="CSV/JSONL headlines; default $MLTRADE_NEWS_FILE"
     )
@@ -156,7 +158,8 @@ class SentimentScorer:
         return await self._analyses(checked) if checked else []
 
     async def aggregate(self, symbol: str, headlines: list | None = None) -> dict:
-        """A symbol's sentiment now: score, confidence, n_headlines, source, as_of (+ note).
+        """A symbol's sentiment now: score, confidence, n_headlines, source, as_of, dropped (what
+        the window left out and why; see `dropped_headlines`), and a note when there is one.
 
         Args:
             symbol: e.g. "BTC/USDT"; news sources match its base asset.
@@ -172,7 +175,11 @@ class SentimentScorer:
         as_of = pd.Timestamp.now(tz="UTC")
         kept, ages = in_window(found.headlines, as_of, news.aggregate)
         analyses = await self._analyses([h.title for h in kept]) if kept else []
-        return report(found, analyses, ages, news.aggregate, as_of)
+        answer = report(found, analyses, ages, news.aggregate, as_of)
+        answer["dropped"] = dropped_headlines(
+            found.headlines, as_of, news.aggregate, MAX_DROPPED_LISTED
+        )
+        return answer
 
     async def health(self) -> dict:
         if self.analyzer is None:

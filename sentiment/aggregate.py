@@ -69,19 +69,61 @@ def neutral(source: str, note: str) -> dict:
     return {"score": 0.0, "confidence": 0.0, "n_headlines": 0, "source": source, "note": note}
 
 
+def _ages_hours(headlines: list[Headline], as_of: pd.Timestamp) -> np.ndarray:
+    """Hours from each headline's publication to as_of (undated: 0, i.e. published at as_of)."""
+    return np.array(
+        [
+            0.0 if h.published_at is None else (as_of - h.published_at).total_seconds() / 3600.0
+            for h in headlines
+        ],
+        dtype=np.float64,
+    )
+
+
 def in_window(
     headlines: list[Headline], as_of: pd.Timestamp, settings: AggregateSettings
 ) -> tuple[list[Headline], np.ndarray]:
     """The headlines published in [as_of - max_age_hours, as_of] and their ages in hours; later
     ones are dropped (no look-ahead), so only these need scoring."""
-    ages = np.array(
-        [
-            0.0 if h.published_at is None else (as_of - h.published_at).total_seconds() / 3600.0
-            for h in headlines
-        ]
-    )
+    ages = _ages_hours(headlines, as_of)
     keep = np.flatnonzero((ages >= 0) & (ages <= settings.max_age_hours))
     return [headlines[i] for i in keep], ages[keep]
+
+
+def dropped_headlines(
+    headlines: list[Headline],
+    as_of: pd.Timestamp,
+    settings: AggregateSettings,
+    limit: int,
+) -> dict:
+    """What `in_window` leaves out and why, at most `limit` of them by name (for an answer).
+
+    Returns:
+        {"too_old": count published more than max_age_hours before as_of, "after_as_of":
+        count published after it, "headlines": the `limit` of them nearest the window, newest
+        first, each {"title", "published_at", "reason"}}.
+    """
+    ages = _ages_hours(headlines, as_of)
+    after = np.flatnonzero(ages < 0)
+    too_old = np.flatnonzero(ages > settings.max_age_hours)
+    old_reason = f"older than the {settings.max_age_hours:g} h window before as_of"
+    nearest = [
+        *((i, "published after as_of") for i in after[np.argsort(-ages[after])]),
+        *((i, old_reason) for i in too_old[np.argsort(ages[too_old])]),
+    ]
+    listed = sorted(nearest[:limit], key=lambda item: ages[item[0]])  # newest first
+    return {
+        "too_old": int(len(too_old)),
+        "after_as_of": int(len(after)),
+        "headlines": [
+            {
+                "title": headlines[i].title,
+                "published_at": headlines[i].published_at.isoformat(),
+                "reason": reason,
+            }
+            for i, reason in listed
+        ],
+    }
 
 
 def summarize(

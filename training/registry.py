@@ -21,6 +21,10 @@ class ModelNotFoundError(LookupError):
     """Raised for an unknown model name, version or alias; the message lists what exists."""
 
 
+class UnknownModelError(ModelNotFoundError):
+    """No registered model of that name (as opposed to an unknown version or alias of one)."""
+
+
 class InvalidModelNameError(ValueError):
     """A registered model name MLflow would refuse (empty, '/' or ':') or cannot search for."""
 
@@ -70,13 +74,25 @@ def _versions(client: MlflowClient, name: str) -> list[ModelVersion]:
     versions = client.search_model_versions(f"name={quote_filter_value(name)}")
     if not versions:
         known = sorted(m.name for m in client.search_registered_models())
-        raise ModelNotFoundError(f"no registered model {name!r}; registered models: {known}")
+        raise UnknownModelError(f"no registered model {name!r}; registered models: {known}")
     return sorted(versions, key=lambda v: int(v.version))
 
 
-def resolve_version(name: str, version: str | int = "latest") -> ModelVersion:
-    """The model version meant by `latest`, a version number or an alias such as `production`."""
-    client = MlflowClient()
+def resolve_version(
+    name: str, version: str | int = "latest", tracking_uri: str | None = None
+) -> ModelVersion:
+    """The model version meant by `latest`, a version number or an alias such as `production`.
+
+    Args:
+        name: the registered model name.
+        version: "latest", a version number or an alias.
+        tracking_uri: the registry to ask (None: MLflow's current tracking URI).
+
+    Raises:
+        UnknownModelError: no model of that name (the message lists the registered ones).
+        ModelNotFoundError: no such version or alias (the message lists those that exist).
+    """
+    client = MlflowClient(tracking_uri)
     versions = _versions(client, name)
     wanted = str(version).strip()
     number = parse_version(version)
@@ -91,11 +107,24 @@ def resolve_version(name: str, version: str | int = "latest") -> ModelVersion:
             return client.get_model_version_by_alias(name, wanted)
         except MlflowException:
             pass
-    aliases = sorted(client.get_registered_model(name).aliases)
     raise ModelNotFoundError(
-        f"model {name!r} has no version or alias {wanted!r}; versions "
-        f"{[int(v.version) for v in versions]}, aliases {aliases}, or 'latest'"
+        f"model {name!r} has no version or alias {wanted!r}; {_choices(client, name, versions)}"
     )
+
+
+def _choices(client: MlflowClient, name: str, versions: list[ModelVersion]) -> str:
+    aliases = sorted(client.get_registered_model(name).aliases)
+    return f"versions {[int(v.version) for v in versions]}, aliases {aliases}, or 'latest'"
+
+
+def version_choices(name: str, tracking_uri: str | None = None) -> str:
+    """What a version of `name` may be: "versions [1, 2], aliases ['production'], or 'latest'".
+
+    Raises:
+        UnknownModelError: no model of that name.
+    """
+    client = MlflowClient(tracking_uri)
+    return _choices(client, name, _versions(client, name))
 
 
 def load_forecaster(name: str, version: str | int = "latest"):

@@ -113,6 +113,34 @@ def test_news_file_and_no_news(app, windows):
         assert note in none["note"]
 
 
+def test_answers_name_the_headlines_the_window_dropped(app, windows):
+    """Issue 13: a headline older than the 72 h window, or after as_of, is named with why."""
+    now = pd.Timestamp.now(tz="UTC")
+    old, future = now - pd.Timedelta(hours=100), now + pd.Timedelta(hours=2)
+    headlines = [
+        TITLES[0],
+        {"title": TITLES[1], "published_at": old.isoformat()},
+        {"title": TITLES[2], "published_at": future.isoformat()},
+    ]
+    body = {"symbol": "BTC/USDT", "sequences": windows[:1], "headlines": headlines}
+    signal = app.post(SIGNAL, json=body)
+    assert signal.status_code == 200, signal.text
+    sentiment = signal.json()["sentiment"]
+    assert sentiment["n_headlines"] == 1
+    dropped = sentiment["dropped"]
+    assert (dropped["too_old"], dropped["after_as_of"]) == (1, 1)
+    assert [(d["title"], d["reason"]) for d in dropped["headlines"]] == [
+        (TITLES[2], "published after as_of"),
+        (TITLES[1], "older than the 72 h window before as_of"),
+    ]
+    assert pd.Timestamp(dropped["headlines"][1]["published_at"]) == old
+    doge = app.post(
+        PREDICT, json={"symbol": "DOGE/USDT", "sequences": windows, "include_sentiment": True}
+    ).json()["sentiment"]  # the news file's only DOGE headline is from 2021
+    assert doge["dropped"]["too_old"] == 1
+    assert doge["dropped"]["headlines"][0]["title"] == "An old dog headline"
+
+
 def test_signal_is_combine_signal_of_forecast_and_sentiment(app, windows, forecaster_name):
     body = {"symbol": "BTC/USDT", "sequences": windows, "headlines": TITLES, "min_confidence": 0.0}
     resp = app.post(SIGNAL, json=body)
