@@ -97,16 +97,16 @@ def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults")
     saved_env = {k: os.environ.get(k) for k in ENV_KEYS}
     saved_uri = mlflow.get_tracking_uri()
-    _train_and_register(tmp)
     registry = faultkit.RegistryServer(tmp / "mlflow.db", tmp / "mlflow-server.log")
-    registry.start()  # boots while Ray starts
-    os.environ[KEY_ENV] = KEY
-    bars = load_data("BTC/USDT", days_back=10, data_path="sample")
-    values = bars[["open", "high", "low", "close", "volume"]].to_numpy()
-    windows = [values[i : i + SEQ].tolist() for i in (0, 50, 100)]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    port = faultkit.free_port()
     try:
+        _train_and_register(tmp)
+        registry.start()  # boots while Ray starts
+        os.environ[KEY_ENV] = KEY
+        bars = load_data("BTC/USDT", days_back=10, data_path="sample")
+        values = bars[["open", "high", "low", "close", "volume"]].to_numpy()
+        windows = [values[i : i + SEQ].tolist() for i in (0, 50, 100)]
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        port = faultkit.free_port()
         serve_start(http_options={"host": "127.0.0.1", "port": port})
         registry.wait_ready()
         args = AppArgs(
@@ -126,8 +126,9 @@ def app(tmp_path_factory):
         body = json.dumps({"sequences": windows[:1]}).encode()
         yield App(port, registry, windows, body)
     finally:
-        serve.shutdown()
-        ray.shutdown()
+        if ray.is_initialized():
+            serve.shutdown()
+            ray.shutdown()
         registry.stop()
         for key, value in saved_env.items():
             if value is None:
