@@ -51,6 +51,7 @@ HYBRID_FIELDS = ("sentiment_weight", "ml_weight", "min_confidence")
 FORWARD_BATCH = 32
 FORWARD_CALLS = 4
 NUMPY = orjson.OPT_SERIALIZE_NUMPY  # numpy scalars as JSON numbers, as json.dumps writes them
+HEALTH_TIMEOUT_S = 5.0  # a readiness probe must answer quickly, even when the model cannot
 RETRY_AFTER_HEADER = {
     "Retry-After": {
         "description": "Seconds to wait before retrying (overloaded, unavailable)",
@@ -333,7 +334,7 @@ class PredictionAPI:
         """Readiness: 200 when the default model is loaded, else 503; a registry outage is
         reported (the loaded model keeps serving), and so is a model deployment that does not
         answer."""
-        timeout = self.settings.model_timeout_s
+        timeout = min(HEALTH_TIMEOUT_S, self.settings.model_timeout_s)
         try:
             report = await asyncio.wait_for(self.model.health.remote(), timeout)
         except (TimeoutError, RayActorError, BackPressureError):

@@ -197,11 +197,15 @@ class ModelDeployment:
         if self._health and time.monotonic() - self._health[0] < HEALTH_TTL_S:
             return self._health[1]
         name, spec = self.settings.model_name, self.settings.default_version
-        error, model = None, None
-        try:  # a registry round trip (the deadline applies), or the last answer while it is down
-            model = await self.cache.get(name, await self.cache.resolve(name, spec, force=True))
-        except (ModelNotFoundError, InvalidModelNameError, RegistryUnavailableError) as exc:
-            error = str(exc)
+        error = None
+        # loaded: no waiting (a due re-resolution runs in the background and shows in the next
+        # report); else a registry round trip within its deadline
+        model = self.cache.peek(name, spec)
+        if model is None:
+            try:
+                model = await self.cache.get(name, spec)
+            except (ModelNotFoundError, InvalidModelNameError, RegistryUnavailableError) as exc:
+                error = str(exc)
         registry = self.cache.registry
         report = {
             "ready": model is not None,

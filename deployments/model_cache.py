@@ -144,11 +144,8 @@ class ModelCache:
             self._renew(key)
         return self._touch((name, hit.number))
 
-    async def resolve(self, name: str, version: str | int, force: bool = False) -> int:
+    async def resolve(self, name: str, version: str | int) -> int:
         """The version number meant by `latest`, a number or an alias.
-
-        Args:
-            force: ask the registry even if the last answer is younger than resolve_ttl_s.
 
         Raises:
             ModelNotFoundError: unknown name, version or alias.
@@ -161,7 +158,7 @@ class ModelCache:
         key = (name, wanted)
         hit = self._resolved.get(key)
         if hit is not None:
-            if not force and time.monotonic() - hit.at < self.resolve_ttl_s:
+            if time.monotonic() - hit.at < self.resolve_ttl_s:
                 return hit.number
             if not self.registry.ok:  # known down: no waiting, re-check in the background
                 self._renew(key)
