@@ -287,7 +287,10 @@ def _serve(settings: ServeSettings, progress: Progress) -> None:
         print(f"  health:  curl -s {base}/api/v1/health")
         print(f"  predict: {curl_command(settings.host, settings.port, request_file)}\n")
         print("Ctrl-C to stop.", flush=True)
-        threading.Event().wait()  # until KeyboardInterrupt (Ctrl-C, or SIGTERM above)
+        while True:  # until KeyboardInterrupt (Ctrl-C, or SIGTERM above)
+            # Short sleeps, not one long wait: the kernel may hand the signal to one of Ray's
+            # threads, and Python runs its handler only once the main thread wakes up.
+            time.sleep(0.5)
     finally:
         progress.say("stopping: deleting the app, then Ray")
         _stop_serving()
