@@ -31,6 +31,7 @@ from backtest.window_tasks import (
     WindowOutcome,
     load_bundle,
     run_window,
+    torch_threads_as,
     window_params,
 )
 from backtest.windows import WalkForwardError, WalkForwardWindow, make_windows
@@ -183,7 +184,9 @@ class WalkForwardAnalyzer:
         candles, windows, config = self.plan(data, model_config)
         args = (config, strategy, params, self.engine, symbol)
         began = time.perf_counter()
-        with closing(self._start(candles, windows, args)) as outcomes:
+        # The driver's own torch work (MLflow checks each logged model on its input example) on
+        # one thread: a thread pool spinning beside busy workers costs seconds per window.
+        with closing(self._start(candles, windows, args)) as outcomes, torch_threads_as(1):
             return self._log_outcomes(outcomes, began, config, params, symbol, run_name)
 
     def _log_outcomes(
@@ -294,6 +297,9 @@ class WalkForwardAnalyzer:
             "test_start": str(window.test_start),
             "test_end": str(window.test_end),
         }
+        # the model before the metrics: MLflow 3 copies a run's earlier metrics into each model
+        # it logs, reading every metric's history back (a query per metric and window)
+        info = log_model(load_bundle(outcome.bundle))
         mlflow.log_params({"window": window.index, **dates})
         log_metrics(
             {
@@ -304,7 +310,6 @@ class WalkForwardAnalyzer:
                 "seconds": outcome.seconds,
             }
         )
-        info = log_model(load_bundle(outcome.bundle))
         return {
             "index": window.index,
             **dates,

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,6 +151,19 @@ def run_window(
     return backtest_window(candles, model, strategy, strategy_params, engine, torch_threads)
 
 
+@contextmanager
+def torch_threads_as(count: int) -> Iterator[None]:
+    """Torch on `count` threads in this process meanwhile, then as before."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _set_threads(torch_threads: int | None) -> None:
     if torch_threads:
         import torch
@@ -177,17 +191,12 @@ class InProcessWindows:
         return len(self.windows)
 
     def __iter__(self) -> Iterator[WindowOutcome]:
-        import torch
-
         config, strategy, params, engine, symbol = self.args
-        before = torch.get_num_threads()
-        try:
+        with torch_threads_as(self.threads):
             for window in self.windows:
                 yield run_window(
                     self.candles, window, config, strategy, params, engine, symbol, self.threads
                 )
-        finally:
-            torch.set_num_threads(before)
 
     def close(self) -> None:
         """Nothing runs between windows."""

@@ -6,16 +6,18 @@ sequence 48, commission 0.1 %, slippage 0.05 %):
 - big: its defaults, 10 windows of 180 d train / 30 d test, 10 epochs (target >= 1.8x);
 - small: 5 windows of 90 d train / 30 d test, 2 epochs (target >= 1.5x).
 
-Each round runs one job in a new Python process that loads the candles, calls
-`ray.init(num_cpus=N)` and times `WalkForwardAnalyzer.analyze()`: the Ray workers start cold, so
-their imports are in the time, as they are for a user's first job. Rounds alternate 1 CPU and 2
-CPUs (and in-process sequential with --sequential) so outside load hits all of them alike; the
-load average is taken as each round starts. One MLflow SQLite store, created before the first
-round, serves every round. Ray runs workers at niceness 15 by default; the bench sets
-RAY_worker_niceness=0 so that they compete with the driver and with other work at its priority.
+Each round runs one job in a new Python process that imports what the command has imported when
+it starts a job (MLflow, the charts, the models), calls `ray.init(num_cpus=N)` and times
+`backtest.jobs.run_walk_forward_job` (loading the last `days` of candles, the windows, logging
+to MLflow): the Ray workers start cold, so their imports are in the time, as they are for a
+user's first job. Rounds alternate 1 CPU and 2 CPUs (and in-process sequential with
+--sequential) so outside load hits all of them alike; the load average is taken as each round
+starts. One MLflow SQLite store, created before the first round, serves every round. Ray runs
+workers at niceness 15 by default; the bench sets RAY_worker_niceness=0 so that they compete
+with the driver and with other work at its priority.
 
 Next to wall time, the table gives the CPU seconds of the driver process and of its Ray workers
-during `analyze()`: on a busy machine wall times stretch, CPU seconds much less, and with N idle
+during the job: on a busy machine wall times stretch, CPU seconds much less, and with N idle
 cores a round takes about max(longest chain of windows, total CPU / N).
 
     .venv/bin/python bench/bench_walk_forward.py [--rounds 3] [--jobs big,small] [--sequential]
@@ -43,21 +45,25 @@ TARGETS = {"big": 1.8, "small": 1.5}
 
 def child(job: str, cpus: int) -> dict:
     """One round in this (fresh) process: cpus 0 runs the windows in process, without Ray."""
-    from backtest import BacktraderEngine, MLBacktraderStrategy, WalkForwardAnalyzer
-    from training.data import load_data
-    from training.models.lstm import LSTMModelConfig
+    # What `mltrade walk-forward` has imported when it starts the job (MLflow, charts, models)
+    from backtest.engine import BacktraderEngine
+    from backtest.jobs import run_walk_forward_job
+    from backtest.settings import WalkForwardSettings
+    from training.models import build_config
+    from training.specs import DataSpec
 
     spec = JOBS[job]
     days = spec["train_days"] + spec["test_days"] * spec["windows"]
-    candles = load_data("BTC/USDT", data_path="sample", days_back=None)
-    candles = candles[candles.index < candles.index[0] + _days(days)]
-    analyzer = WalkForwardAnalyzer(
-        train_period_days=spec["train_days"],
-        test_period_days=spec["test_days"],
+    settings = WalkForwardSettings(  # the command's defaults but the geometry and epochs
+        data=DataSpec(("BTC/USDT",), "1h", days, "sample"),
+        model_config=build_config("lstm", {"sequence_length": 48, "epochs": spec["epochs"]}),
+        train_days=spec["train_days"],
+        test_days=spec["test_days"],
         step_days=spec["test_days"],
-        engine=BacktraderEngine(commission=0.001, slippage=0.0005, interval="1h"),
+        engine=BacktraderEngine(commission=0.001, slippage=0.0005),
         parallel=cpus > 0,
         experiment_name=f"bench_walk_forward_{job}",
+        output_dir=None,
         show_progress=False,
     )
     init_s = 0.0
@@ -69,12 +75,7 @@ def child(job: str, cpus: int) -> dict:
         init_s = time.perf_counter() - began
     workers_before = _workers_cpu()
     began, cpu_began = time.perf_counter(), time.process_time()
-    result = analyzer.analyze(
-        candles,
-        MLBacktraderStrategy,
-        LSTMModelConfig(sequence_length=48, epochs=spec["epochs"]),
-        symbol="BTC/USDT",
-    )
+    result = run_walk_forward_job(settings)
     seconds, driver_cpu = time.perf_counter() - began, time.process_time() - cpu_began
     assert len(result.windows) == spec["windows"], len(result.windows)
     return {
@@ -100,12 +101,6 @@ def _workers_cpu() -> float:
         except psutil.Error:
             continue
     return total
-
-
-def _days(n: int):
-    import pandas as pd
-
-    return pd.Timedelta(days=n)
 
 
 def run_round(job: str, cpus: int, env: dict) -> dict:
@@ -159,7 +154,7 @@ def main() -> None:
         if len({json.dumps(v) for v in returns.values()}) != 1:
             print(f"WARNING: {job}: test returns differ between settings: {returns}")
     print(f"\n{os.cpu_count()} CPUs; {args.rounds} rounds per setting, alternating; seconds of")
-    print("`analyze()` in a fresh process (cold Ray workers), median over rounds\n")
+    print("the job in a fresh process (cold Ray workers), median over rounds\n")
     print(
         "| job | setting | seconds per round | median s | ratio vs 1 CPU | target | "
         "mean window s | driver CPU s | workers CPU s | load average per round |"
