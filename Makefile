@@ -36,7 +36,9 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q tests
+	# Two workers, one test file each at a time: most of the suite waits on Ray, Serve and
+	# subprocesses, so two files side by side use the two cores a serial run leaves idle.
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 docs: $(STAMP)
 	$(BIN)/mkdocs build --strict
