@@ -175,7 +175,8 @@ def _too_large(size: int, limit: int) -> str:
 
 def _limited(receive, limit: int, timeout_s: float, on_complete: Callable[[], None]):
     """Wrap `receive` so a body without Content-Length still stops at the limit, and the whole
-    body must arrive within `timeout_s` of the first read: a client that stalls mid-body (or
+    body must arrive within `timeout_s` from now (the request's start in the ingress): a
+    client that stalls mid-body (or
     announces more bytes than it sends) would otherwise hold an ingress slot for as long as it
     likes. `on_complete` runs once the body is in (and may refuse the request by raising)."""
     seen, complete = 0, False

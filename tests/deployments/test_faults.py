@@ -284,7 +284,7 @@ def test_overload_is_shed_with_503_and_retry_after(app):
     assert all(r.status in (200, 503) for r in busy), loadgen.tally(busy)
     assert all(r.retry_after for r in refused)
     assert {r.kind for r in refused} <= {"overloaded", "proxy"}
-    assert busy_p99 < max(6 * calm_p99, 3.0)
+    assert busy_p99 < max(6 * calm_p99, 5.0)  # unbounded, it was 13 s
     assert app.predict().status_code == 200
 
 
