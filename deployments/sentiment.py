@@ -11,6 +11,7 @@ from collections import OrderedDict
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
+from transformers.utils import logging as hf_logging
 
 from deployments.messages import SentimentUnavailableError
 from deployments.replica import configure_tracking, use_assigned_cpus
@@ -76,6 +77,9 @@ class SentimentScorer:
     def __init__(self, tracking_uri: str | None = None, settings: dict | None = None) -> None:
         configure_tracking(tracking_uri)
         use_assigned_cpus()
+        # The replica's output ends up in `mltrade serve`'s terminal and the logs: no
+        # "Loading weights" progress bar there at every start
+        hf_logging.disable_progress_bar()
         self.settings: ScorerSettings | None = None
         self.analyzer: SentimentAnalyzer | None = None
         self.files = NewsFileCache()
