@@ -207,9 +207,10 @@ class RayWindows:
     windows' outcomes as they finish.
 
     Candles go to the object store once. At most as many steps run as the cluster's nodes fit
-    (counted again as steps finish, so nodes that join are used); the next step is a window's
-    backtest once its model is trained, except that the last models start first when fewer
-    remain than steps fit at once, so no CPU waits idle for them at the end.
+    (counted again as steps finish, so nodes that join are used). The next step is a trained
+    window's backtest, so windows finish early and steadily, except while the models left to
+    train are not a multiple of the steps that fit at once: then a model starts first, so the
+    odd last models train beside backtests instead of alone at the end with CPUs idle.
     """
 
     def __init__(
@@ -227,7 +228,7 @@ class RayWindows:
         self.threads, self.num_cpus, self.num_gpus = threads, num_cpus, num_gpus
         resources = {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": 0}
         self.fit = ray.remote(fit_window).options(name="fit_window", **resources)
-        self.test = ray.remote(backtest_window).options(name="backtest_window", **resources)
+        self.backtest = ray.remote(backtest_window).options(name="backtest_window", **resources)
         self.data = ray.put(candles)
         self.total = len(windows)
         self.to_fit = list(windows)
@@ -263,7 +264,7 @@ class RayWindows:
                 self.running[ref] = True
             else:
                 model = self.fitted.pop(0)
-                ref = self.test.remote(
+                ref = self.backtest.remote(
                     self.data, model, self.strategy, self.params, self.engine, self.threads
                 )
                 self.running[ref] = False

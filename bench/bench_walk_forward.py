@@ -71,7 +71,16 @@ def child(job: str, cpus: int) -> dict:
         import ray
 
         began = time.perf_counter()
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        for attempt in range(3):  # a raylet gets 30 s to register, too few on a loaded machine
+            try:
+                ray.init(
+                    address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False
+                )
+                break
+            except Exception:
+                ray.shutdown()
+                if attempt == 2:
+                    raise
         init_s = time.perf_counter() - began
     workers_before = _workers_cpu()
     began, cpu_began = time.perf_counter(), time.process_time()

@@ -44,7 +44,7 @@ def test_walk_forward_windows_run_on_both_nodes_as_on_one(two_nodes: TwoNodes, b
         experiment_name="cluster_walk_forward",
         show_progress=False,
     )
-    data = bars.iloc[: 19 * 24]  # three windows: two train at once, one per node
+    data = bars.iloc[: 16 * 24]  # two windows: they train at once, one per node
     on_cluster = analyzer.analyze(data, MLBacktraderStrategy, TINY, {"position_size": 0.5})
     client = mlflow.MlflowClient()
     nodes = {client.get_run(r["run_id"]).data.tags["ray_node_id"] for r in on_cluster.windows}
@@ -136,7 +136,7 @@ def test_a_submitted_job_runs_from_the_shipped_working_dir(two_nodes: TwoNodes):
     }
     entrypoint = (
         "python -c 'import backtest; print(\"code from\", backtest.__file__)' && "
-        "python -m backtest.run walk-forward --days-back 19 --train-days 10 --test-days 3 "
+        "python -m backtest.run walk-forward --days-back 16 --train-days 10 --test-days 3 "
         "--step-days 3 --sequence-length 16 --epochs 1 --param hidden_units=8 "
         "--param num_layers=1 --output-dir '' --experiment-name cluster_job --json"
     )
