@@ -79,6 +79,9 @@ def api(tmp_path_factory):
             ingress_num_cpus=0.1,
             max_replicas=1,
             resolve_ttl_s=0.0,
+            # input checks, not deadlines (test_faults): /models' many SQLite reads can pass
+            # the 5 s default on two busy cores
+            registry_timeout_s=30.0,
             api_key_env=KEY_ENV,
         )
         serve.run(build_app(args), name="hostile", route_prefix="/")
