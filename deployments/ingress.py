@@ -27,7 +27,7 @@ from deployments.messages import (
     SentimentUnavailableError,
     describe_registry_error,
 )
-from deployments.replica import configure_tracking
+from deployments.replica import configure_tracking, warm_registry
 from deployments.schemas import (
     ErrorBody,
     HealthReport,
@@ -129,6 +129,7 @@ class PredictionAPI:
         tracking_uri: str | None = None,
     ) -> None:
         configure_tracking(tracking_uri)
+        warm_registry()
         # By value over gRPC between replicas: measurably cheaper per call than object refs
         self.model = model.options(_by_reference=False)
         self.sentiment = sentiment

@@ -3,10 +3,13 @@ CPUs Ray assigned it."""
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 
 import ray
 import torch
+from mlflow import MlflowClient
 
 from training.tracking import setup_tracking
 
@@ -24,6 +27,20 @@ def configure_tracking(tracking_uri: str | None) -> None:
     for key, value in MLFLOW_CLIENT_ENV.items():
         os.environ.setdefault(key, value)
     setup_tracking(check_server=False)  # an unreachable server shows in /health, not a crash
+
+
+def warm_registry() -> None:
+    """Open the registry store in the background. MLflow's first use of a SQLite store creates
+    its engine and checks the schema, seconds on a busy machine, which the first /models call
+    would otherwise spend inside its deadline."""
+
+    def open_store() -> None:
+        try:
+            MlflowClient().search_registered_models(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - an outage shows in /health and the answers
+            logging.getLogger(__name__).debug("registry warm-up failed: %r", exc)
+
+    threading.Thread(target=open_store, name="registry-warm-up", daemon=True).start()
 
 
 def use_assigned_cpus() -> int:

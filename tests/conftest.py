@@ -9,6 +9,59 @@ from pathlib import Path
 
 import pytest
 
+# Every Ray instance the tests start or join is on loopback and runs without token auth. Set once
+# for the whole process: Ray caches the mode at its first init, so a process that joined a
+# `RAY_AUTH_MODE=disabled` cluster and later started a local instance (token auth by default,
+# Ray 2.60) failed with InvalidAuthToken.
+os.environ["RAY_AUTH_MODE"] = "disabled"
+# No idle workers started ahead at each Ray start: Serve tests never use them, and on two cores
+# every process's imports cost the tests that run beside them.
+os.environ["RAY_prestart_worker_first_driver"] = "0"
+
+# The slowest modules first (measured, CI run of 2026-12-02): with `-n 2 --dist loadfile` each
+# worker takes files in this order, so the long ones overlap and short ones fill the end.
+# tests/cluster comes first on purpose: a driver process that has run a local Ray instance
+# before cannot own objects that another node of a later cluster pulls (OwnerDiedError).
+SLOWEST_FIRST = (
+    "tests/cluster/",
+    "tests/training/test_mlproject.py",
+    "tests/deployments/test_user_config.py",
+    "tests/deployments/test_faults.py",
+    "tests/deployments/test_serving.py",
+    "tests/deployments/test_hostile_input.py",
+    "tests/training/test_tune.py",
+    "tests/sentiment/test_api.py",
+    "tests/sentiment/test_default_app.py",
+    "tests/backtest/test_walk_forward.py",
+    "tests/backtest/test_ml_strategy.py",
+    "tests/training/test_distributed.py",
+)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's loadfile, except that tests/cluster is one unit: its files share one
+    package-scoped two-node cluster, which two workers would each start."""
+    from xdist.scheduler import LoadFileScheduling
+
+    config.option.loadscopereorder = False  # keep SLOWEST_FIRST, not "most tests first"
+
+    class ClusterAsOneFile(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return "tests/cluster/" if scope.startswith("tests/cluster/") else scope
+
+    return ClusterAsOneFile(config, log)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    def rank(item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return next(
+            (i for i, p in enumerate(SLOWEST_FIRST) if path.startswith(p)), len(SLOWEST_FIRST)
+        )
+
+    items.sort(key=rank)  # stable: file order and test order within a file are kept
+
 
 @contextmanager
 def isolated_tracking(directory: Path, **env: str) -> Iterator[str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import isolated_tracking
-from tests.training.test_jobs import free_ports, stop_tree
+from tests.procs import free_ports, stop_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -1,14 +1,10 @@
-"""On a two-node cluster (see conftest.py): walk-forward windows, Ray Train workers and Serve
-replicas land on both nodes, and a job shipped with `ray job submit --working-dir .` runs from
-the shipped code. One cluster for all of it; tiny models, one or two epochs."""
+"""On a two-node cluster (see conftest.py): walk-forward windows and Serve replicas land on both
+nodes (Ray Train workers, in a job shipped with `ray job submit --working-dir .`: test_jobs.py).
+One cluster for all of it; tiny models, one or two epochs."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 from dataclasses import replace
-from pathlib import Path
 
 import httpx
 import mlflow
@@ -18,13 +14,11 @@ from ray import serve
 from ray.util.state import list_actors
 
 from backtest import BacktraderEngine, MLBacktraderStrategy, WalkForwardAnalyzer
-from tests.training.test_jobs import JOB_EXCLUDES, free_ports
+from tests.procs import free_ports
 from training.data import load_data
-from training.distributed import DistributedSettings, fit_forecaster_distributed
 from training.models.lstm import LSTMModelConfig
-from training.validation import validate_ohlcv
 
-from .conftest import AUTH, BIN, ROOT, TwoNodes
+from .conftest import TwoNodes
 
 TINY = LSTMModelConfig(epochs=1, sequence_length=16, hidden_units=8, num_layers=1)
 pytestmark = pytest.mark.slow
@@ -58,23 +52,6 @@ def test_walk_forward_windows_run_on_both_nodes_as_on_one(two_nodes: TwoNodes, b
             k: v for k, v in b.items() if k not in skip
         }
     assert sum(r["test"]["num_trades"] for r in on_cluster.windows) > 0
-
-
-def test_ray_train_puts_one_worker_on_each_node(two_nodes: TwoNodes, bars):
-    frames = {"BTC/USDT": validate_ohlcv(bars.iloc[-20 * 24 :])}
-    settings = DistributedSettings(placement_strategy="SPREAD", storage_path=None)
-    fit = fit_forecaster_distributed(frames, TINY, num_workers=2, settings=settings)
-    facts = fit.forecaster.metadata["ray_train"]
-    assert facts["num_workers"] == 2 and facts["cpus_per_worker"] == 1.0
-    assert np.isfinite(fit.metrics["rmse"])
-    workers = list_actors(
-        address=two_nodes.dashboard,
-        filters=[("class_name", "=", "RayTrainWorker")],
-        detail=True,
-        limit=100,
-    )
-    latest = sorted(workers, key=lambda a: a.get("start_time_ms") or 0)[-2:]
-    assert {w["node_id"] for w in latest} == two_nodes.node_ids
 
 
 @pytest.fixture(scope="module")
@@ -127,46 +104,3 @@ def test_serve_replicas_spread_over_both_nodes(two_nodes: TwoNodes, model_name, 
                 assert np.isfinite(r.json()["predictions"]).all()
     finally:
         serve.shutdown()
-
-
-def test_a_submitted_job_runs_from_the_shipped_working_dir(two_nodes: TwoNodes):
-    runtime_env = {
-        "env_vars": {"MLFLOW_TRACKING_URI": two_nodes.tracking_uri},
-        "excludes": JOB_EXCLUDES,
-    }
-    entrypoint = (
-        "python -c 'import backtest; print(\"code from\", backtest.__file__)' && "
-        "python -m backtest.run walk-forward --days-back 16 --train-days 10 --test-days 3 "
-        "--step-days 3 --sequence-length 16 --epochs 1 --param hidden_units=8 "
-        "--param num_layers=1 --output-dir '' --experiment-name cluster_job --json"
-    )
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")} | AUTH
-    proc = subprocess.run(
-        [
-            str(BIN / "ray"),
-            "job",
-            "submit",
-            f"--address={two_nodes.dashboard}",
-            f"--working-dir={ROOT}",
-            f"--runtime-env-json={json.dumps(runtime_env)}",
-            "--",
-            "sh",
-            "-c",
-            entrypoint,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=env,
-        cwd="/",
-    )
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "succeeded" in out, out[-4000:]
-    shipped = Path(out.split("code from ", 1)[1].split()[0])
-    assert not shipped.is_relative_to(ROOT) and "runtime_resources" in str(shipped), shipped
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name("cluster_job")
-    runs = client.search_runs([experiment.experiment_id])
-    windows = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(windows) >= 2
-    assert {r.data.tags["ray_node_id"] for r in windows} == two_nodes.node_ids

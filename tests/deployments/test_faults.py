@@ -53,7 +53,7 @@ BODY_TIMEOUT_S = 2.0
 # the default: a busy 2-core machine can take a second or two over a healthy registry call
 REGISTRY_TIMEOUT_S = AppArgs.model_fields["registry_timeout_s"].default
 MODEL_TIMEOUT_S = 10.0
-FUZZ_EXAMPLES = 30
+FUZZ_EXAMPLES = 15
 
 
 @dataclass
@@ -200,7 +200,7 @@ def test_openapi_fuzzing_finds_no_5xx_and_no_schema_violation(app):
         f"{sum(_server_error(r) for _, r in seen)} 5xx; {dict(sorted(statuses.items()))}; "
         f"{faultkit.uptime()}"
     )
-    assert len(seen) > 100
+    assert len(seen) > 50
     # a good request: its 200 matches PredictResponse too
     case = schema["/api/v1/ml/predict"]["POST"].Case(body={"sequences": app.windows})
     response = case.call(base_url=app.base, session=session, headers=AUTH, timeout=60)

@@ -70,6 +70,9 @@ def serve_config(uri: str, default_version: str = "latest") -> ServeDeploySchema
         model_num_cpus=0.25,
         ingress_num_cpus=0.1,
         max_replicas=1,
+        # answers, not deadlines (test_faults): /models' SQLite reads can pass the 5 s default
+        # on two busy cores
+        registry_timeout_s=30.0,
         api_key_env="MLTRADE_SERVING_TEST_UNSET",
         with_sentiment=False,  # the switch that turns sentiment off: 501 for include_sentiment
     )

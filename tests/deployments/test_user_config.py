@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from deployments.sentiment import ScorerSettings
 from deployments.settings import ConfigRefused, ModelSettings, parse_model_settings
 from tests.browser import dump_dom, screenshot
 from tests.conftest import isolated_tracking
+from tests.procs import free_ports
 from training.data import PROJECT_ROOT, load_data
 from training.experiment import train_model
 from training.models.lstm import LSTMModelConfig
@@ -49,16 +49,6 @@ UPDATE_IMAGES_ENV = "MLTRADE_UPDATE_DOCS_IMAGES"  # =1: the docs test rewrites D
 DEPLOY_TIMEOUT_S = 240
 # The first test also pays for the store and the cluster (a minute or two on a busy 2-core box)
 pytestmark = pytest.mark.timeout(600)
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def marked(marker: str) -> list[int]:
