@@ -18,23 +18,24 @@ os.environ["RAY_AUTH_MODE"] = "disabled"
 # every process's imports cost the tests that run beside them.
 os.environ["RAY_prestart_worker_first_driver"] = "0"
 
-# The slowest modules first (measured, CI run of 2026-12-02): with `-n 2 --dist loadfile` each
-# worker takes files in this order, so the long ones overlap and short ones fill the end.
+# The slowest modules first (measured, fresh-clone runs of 2026-12-02): with `-n 2 --dist
+# loadfile` each worker takes files in this order, so the long ones overlap and short ones fill
+# the end.
 # tests/cluster comes first on purpose: a driver process that has run a local Ray instance
 # before cannot own objects that another node of a later cluster pulls (OwnerDiedError).
 SLOWEST_FIRST = (
     "tests/cluster/",
     "tests/training/test_mlproject.py",
+    "tests/training/test_distributed.py",
     "tests/deployments/test_user_config.py",
     "tests/deployments/test_faults.py",
     "tests/deployments/test_serving.py",
-    "tests/deployments/test_hostile_input.py",
     "tests/training/test_tune.py",
-    "tests/sentiment/test_api.py",
+    "tests/deployments/test_hostile_input.py",
     "tests/sentiment/test_default_app.py",
+    "tests/sentiment/test_api.py",
     "tests/backtest/test_walk_forward.py",
     "tests/backtest/test_ml_strategy.py",
-    "tests/training/test_distributed.py",
 )
 
 
