@@ -116,7 +116,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="bench_ray_")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"  # never the project store
     cpus = os.cpu_count() or 2
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING)
     frames = {
         "BTC/USDT": load_data(
             "BTC/USDT", "1h", args.days_back, str(SHARED) if SHARED.exists() else "sample"

@@ -215,7 +215,7 @@ def api_latency(analyzer, requests: int, clients: int) -> list[dict]:
     bodies_conc = {name: [body(w, *case) for w in windows] for name, case in cases.items()}
     with tempfile.TemporaryDirectory() as tmp:
         uri = stage_models(Path(tmp), analyzer)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         port = free_port()
         try:
             serve_start(http_options={"host": "127.0.0.1", "port": port})

@@ -266,7 +266,13 @@ def main() -> None:
     model_ms = model_alone(bodies)
 
     os.environ.update(item.split("=", 1) for item in args.env)  # before Ray starts: all inherit
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=str(tmp / "ray"))
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=str(tmp / "ray"),
+    )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     app_args = AppArgs(

@@ -105,7 +105,7 @@ def app(tmp_path_factory):
         bars = load_data("BTC/USDT", days_back=10, data_path="sample")
         values = bars[["open", "high", "low", "close", "volume"]].to_numpy()
         windows = [values[i : i + SEQ].tolist() for i in (0, 50, 100)]
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         registry.start()  # boots while Serve starts (not earlier: Ray's node start has a deadline)
         port = faultkit.free_port()
         serve_start(http_options={"host": "127.0.0.1", "port": port})
