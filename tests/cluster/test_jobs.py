@@ -57,10 +57,10 @@ def mlflow_server(tmp_path_factory):
         stop_tree(proc)
 
 
-def submit(cluster: TwoNodes, tracking_uri: str, command: str) -> tuple[int, str]:
+def submit(cluster: TwoNodes, tracking_uri: str, command: str) -> str:
     """`ray job submit --working-dir <this checkout>` of a shell command (waits for the job);
-    returns its exit code and output. The submitting process has no PYTHONPATH and runs from /,
-    so only the shipped working dir can provide the code."""
+    asserts that it succeeded and returns its output. The submitting process has no PYTHONPATH
+    and runs from /, so only the shipped working dir can provide the code."""
     runtime_env = {"env_vars": {"MLFLOW_TRACKING_URI": tracking_uri}, "excludes": JOB_EXCLUDES}
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "PYTHONPATH")} | AUTH
     proc = subprocess.run(
@@ -82,7 +82,9 @@ def submit(cluster: TwoNodes, tracking_uri: str, command: str) -> tuple[int, str
         env=env,
         cwd="/",
     )
-    return proc.returncode, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "succeeded" in out, out[-4000:]
+    return out
 
 
 def test_job_trains_on_the_cluster_from_the_shipped_code_and_registers_in_mlflow(
@@ -93,8 +95,7 @@ def test_job_trains_on_the_cluster_from_the_shipped_code_and_registers_in_mlflow
         "python -m training.train --days-back=60 --epochs=2 --sequence-length=32 "
         "--param=hidden_size=16 --model-name=job_lstm --experiment-name=ray_jobs --num-workers=2"
     )
-    code, out = submit(two_nodes, mlflow_server, command)
-    assert code == 0 and "succeeded" in out, out[-4000:]
+    out = submit(two_nodes, mlflow_server, command)
     shipped = Path(out.split("code from ", 1)[1].split()[0])
     assert not shipped.is_relative_to(ROOT) and "runtime_resources" in str(shipped), shipped
     assert "registered=job_lstm version=1" in out
@@ -136,8 +137,7 @@ def test_a_sweep_job_records_nested_runs_and_registers_the_best(two_nodes: TwoNo
         "--epochs=2 --param=hidden_size=16 --param=num_layers=1 --param=sequence_length=32 "
         "--model-name=job_tuned --experiment-name=ray_jobs_tune"
     )
-    code, out = submit(two_nodes, mlflow_server, command)
-    assert code == 0 and "succeeded" in out, out[-4000:]
+    submit(two_nodes, mlflow_server, command)
     client = MlflowClient(tracking_uri=mlflow_server)
     experiment = client.get_experiment_by_name("ray_jobs_tune")
     runs = client.search_runs([experiment.experiment_id])
