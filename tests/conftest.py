@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from training.cluster import RAY_ENV_DEFAULTS
+
 # Every Ray instance the tests start or join is on loopback and runs without token auth. Set once
 # for the whole process: Ray caches the mode at its first init, so a process that joined a
 # `RAY_AUTH_MODE=disabled` cluster and later started a local instance (token auth by default,
@@ -17,6 +19,9 @@ os.environ["RAY_AUTH_MODE"] = "disabled"
 # No idle workers started ahead at each Ray start: Serve tests never use them, and on two cores
 # every process's imports cost the tests that run beside them.
 os.environ["RAY_prestart_worker_first_driver"] = "0"
+# Serve's proxy gets as long to start as the product gives it (a CI run lost a whole module when
+# the controller killed a proxy still importing after Ray's default 5 s).
+os.environ.update(RAY_ENV_DEFAULTS)
 
 # The slowest modules first (measured, fresh-clone runs of 2026-12-02): with `-n 2 --dist
 # loadfile` each worker takes files in this order, so the long ones overlap and short ones fill

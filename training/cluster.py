@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 
 import torch
 
 log = logging.getLogger(__name__)
+
+# Read by the Serve controller when a local instance starts. Ray's 5 s for a new HTTP proxy to
+# answer is too short on a busy 2-core machine: the controller kills the proxy that is still
+# importing, and `serve.start` then fails with ActorDiedError instead of waiting for the next.
+RAY_ENV_DEFAULTS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30"}
 
 
 class ClusterCapacityError(RuntimeError):
@@ -26,6 +32,8 @@ def ensure_ray() -> None:
     import ray
 
     if not ray.is_initialized():
+        for key, value in RAY_ENV_DEFAULTS.items():
+            os.environ.setdefault(key, value)
         ray.init(logging_level=logging.WARNING)
 
 
