@@ -161,10 +161,7 @@ def model_alone(bodies: list[bytes], repeats: int = 300) -> list[float]:
     out = []
     for w in windows:
         start = time.perf_counter()
-        arr = forecaster.pipeline.check_windows(w)
-        forecaster.forecast(arr)
-        forecaster.importance_per_window(arr)
-        forecaster.drift(arr)
+        forecaster.analyze_many([w])  # the model replica's call: one check, forward, backward
         out.append((time.perf_counter() - start) * 1000)
     return out[20:]
 

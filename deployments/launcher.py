@@ -16,13 +16,16 @@ import shlex
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from deployments.settings import API_KEY_ENV, DEFAULT_MODEL_NAME
-from sentiment.model import DEFAULT_MODEL_NAME as SENTIMENT_MODEL_NAME
 from training.data import PROJECT_ROOT, SAMPLE, load_data
+from training.registry import ModelNotFoundError, resolve_version
 from training.tracking import ensure_registered, load_model, setup_tracking
+
+SENTIMENT_MODEL_NAME = "news_sentiment"  # sentiment.model's default; importing it loads torch
 
 log = logging.getLogger(__name__)
 SAMPLE_REQUEST = PROJECT_ROOT / "artifacts" / "sample_request.json"
@@ -244,35 +247,71 @@ def serve_app(settings: ServeSettings = ServeSettings()) -> None:
         print("Stopped.", flush=True)
 
 
+def _latest_versions(names: list[str]) -> dict[str, str | None]:
+    """The latest registered version of each name, None where the registry has none."""
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            found[name] = str(resolve_version(name, "latest").version)
+        except ModelNotFoundError:
+            found[name] = None
+    return found
+
+
+def _request_for(settings: ServeSettings, version: str) -> Path:
+    """The sample request for the served forecaster (its sequence length decides the window)."""
+    forecaster, _ = load_model(settings.model_name, version)
+    return write_sample_request(
+        settings.request_file,
+        settings.model_name,
+        forecaster.sequence_length,
+        settings.with_sentiment,
+    )
+
+
+def _look_up(settings: ServeSettings) -> tuple[dict[str, str | None], Path | None]:
+    """What the registry holds, and the sample request when the forecaster is there; first
+    the app's own imports (torch, transformers, FastAPI), which the deploy needs next."""
+    import deployments.app  # noqa: F401
+
+    names = [settings.model_name] + ([SENTIMENT_MODEL_NAME] if settings.with_sentiment else [])
+    found = _latest_versions(names)
+    version = found[settings.model_name]
+    return found, (_request_for(settings, version) if version else None)
+
+
 def _serve(settings: ServeSettings, progress: Progress) -> None:
     uri = setup_tracking()
-    progress.say("checking the registry at %s for %s", uri, settings.model_name)
     name, days_back, epochs = settings.model_name, settings.days_back, settings.epochs
-    version = ensure_registered(
-        name,
-        lambda: train_forecaster(name, days_back, epochs),
-        forecaster_plan(days_back, epochs),
-    )
-    if settings.with_sentiment:
-        from sentiment.finetune import FAST_SETTINGS, train_sentiment
 
-        ensure_registered(
-            SENTIMENT_MODEL_NAME, lambda: train_sentiment(FAST_SETTINGS), sentiment_plan()
-        )
-
-    from ray import serve
-
-    from deployments.app import AppArgs, build_app
     from training.cluster import ensure_ray
 
-    forecaster, _ = load_model(name, version)
-    request_file = write_sample_request(
-        settings.request_file, name, forecaster.sequence_length, settings.with_sentiment
-    )
-    progress.say("starting Ray (or joining RAY_ADDRESS, or a `ray start` cluster on this machine)")
+    progress.say("checking the registry at %s for %s while Ray starts", uri, name)
+    # Side by side: Ray's start is mostly waiting on its own processes, and the imports,
+    # registry check and model load are seconds of Python.
+    pool = ThreadPoolExecutor(1, thread_name_prefix="registry-check")
+    lookup = pool.submit(_look_up, settings)
+    pool.shutdown(wait=False)  # the one task still runs; nothing else is queued
     try:
         ensure_ray()
         _stop_on_sigterm()
+        found, request_file = lookup.result()
+        version = found[name] or ensure_registered(
+            name,
+            lambda: train_forecaster(name, days_back, epochs),
+            forecaster_plan(days_back, epochs),
+        )
+        if settings.with_sentiment and not found[SENTIMENT_MODEL_NAME]:
+            from sentiment.finetune import FAST_SETTINGS, train_sentiment
+
+            ensure_registered(
+                SENTIMENT_MODEL_NAME, lambda: train_sentiment(FAST_SETTINGS), sentiment_plan()
+            )
+        request_file = request_file or _request_for(settings, version)
+        from ray import serve
+
+        from deployments.app import AppArgs, build_app
+
         progress.say("starting Serve on %s:%d", settings.host, settings.port)
         serve.start(http_options={"host": settings.host, "port": settings.port})
         scorer = " and the sentiment scorer" if settings.with_sentiment else ""

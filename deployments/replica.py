@@ -8,7 +8,6 @@ import os
 import threading
 
 import ray
-import torch
 from mlflow import MlflowClient
 
 from training.tracking import setup_tracking
@@ -45,6 +44,8 @@ def warm_registry() -> None:
 
 def use_assigned_cpus() -> int:
     """Give torch as many threads as CPUs Ray assigned this replica (at least one)."""
+    import torch  # here, not at the top: the ingress replica never loads torch
+
     assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     threads = max(1, int(assigned))
     torch.set_num_threads(threads)

@@ -11,8 +11,10 @@ import math
 import os
 import sys
 import time
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +46,15 @@ def cluster_gpus() -> float:
 
     if ray.is_initialized():
         return float(ray.cluster_resources().get("GPU", 0.0))
+    import torch
+
     return float(torch.cuda.device_count())
 
 
 def pick_device(device: str | None = None) -> torch.device:
     """The device asked for, else CUDA when present, else CPU."""
+    import torch  # here: connecting to Ray (ensure_ray) should not wait for torch
+
     if device and device != "auto":
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

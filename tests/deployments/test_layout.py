@@ -4,6 +4,8 @@ file, and no Ray/device decision made outside training.cluster."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from training.data import PROJECT_ROOT
@@ -65,3 +67,11 @@ def test_cluster_decisions_only_through_training_cluster():
         text = path.read_text()
         for needle in ("cluster_resources(", "cuda.device_count(", "cuda.is_available("):
             assert needle not in text, f"{path.name} calls {needle} (use training.cluster)"
+
+
+def test_the_ingress_replica_does_not_load_torch():
+    """The ingress parses, routes and composes: loading torch would add seconds to every
+    start of its replica (the second `make run` waits for it)."""
+    code = "import sys, deployments.ingress; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

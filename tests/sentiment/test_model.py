@@ -153,3 +153,13 @@ def test_score_command_prints_json(trained):
     empty = CliRunner().invoke(app, ["sentiment", "score", ""])
     # the last line (a progress bar of the model load may precede it)
     assert empty.exit_code == 2 and empty.stderr.splitlines()[-1].startswith("error: texts[0]")
+
+
+def test_the_light_copies_of_the_default_name_agree():
+    """The CLI and the launcher spell the default name out so that importing them does not load
+    torch and transformers; they must not drift from the model's own default."""
+    from deployments.launcher import SENTIMENT_MODEL_NAME
+    from mltrade.sentiment import DEFAULT_NAME
+    from sentiment.model import DEFAULT_MODEL_NAME
+
+    assert SENTIMENT_MODEL_NAME == DEFAULT_NAME == DEFAULT_MODEL_NAME
