@@ -16,8 +16,10 @@ class SentimentModel(PythonModel):
     def load_context(self, context) -> None:
         self.analyzer = SentimentAnalyzer.from_directory(context.artifacts["model_dir"])
 
-    def predict(self, context, model_input: list[str], params=None) -> pd.DataFrame:
-        """Score a list of texts (or a DataFrame with a `text` column)."""
+    # No return annotation: MLflow's type-hint schemas cannot describe a DataFrame (it would
+    # log "Failed to infer output type hint" at every training run).
+    def predict(self, context, model_input: list[str], params=None):
+        """Score a list of texts (or a DataFrame with a `text` column): a DataFrame."""
         if isinstance(model_input, pd.DataFrame):
             model_input = model_input["text"].tolist()
         rows = self.analyzer.analyze(list(model_input))
