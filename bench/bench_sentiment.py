@@ -245,7 +245,10 @@ def api_latency(analyzer, requests: int, clients: int) -> list[dict]:
                 for name, (path, *_) in cases.items()
             }
         finally:
-            serve.shutdown()
+            # Each app deleted, then Ray stopped: serve.shutdown() would end by killing its own
+            # controller, which Ray logs as a failed graceful_shutdown task.
+            for app in serve.status().applications:
+                serve.delete(app)
             ray.shutdown()
     return [
         {

@@ -295,7 +295,10 @@ def main() -> None:
         for app, status in serve.status().applications.items()
         for name, dep in status.deployments.items()
     }
-    serve.shutdown()
+    # Each app deleted, then Ray stopped: serve.shutdown() would end by killing its own
+    # controller, which Ray logs as a failed graceful_shutdown task.
+    for app in serve.status().applications:
+        serve.delete(app)
     ray.shutdown()
 
     rows = {}
