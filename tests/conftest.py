@@ -37,7 +37,6 @@ SLOWEST_FIRST = (
     "tests/deployments/test_serving.py",
     "tests/training/test_tune.py",
     "tests/deployments/test_hostile_input.py",
-    "tests/sentiment/test_default_app.py",
     "tests/sentiment/test_api.py",
     "tests/backtest/test_walk_forward.py",
     "tests/backtest/test_ml_strategy.py",

@@ -1,6 +1,8 @@
-"""The sentiment parts of the HTTP API on a real Serve app (deployments.app.build_app with
-with_sentiment): /predict with include_sentiment, POST /api/v1/ml/signal, the scorer's batched
-scoring, and bad headlines. Every number is recomputed locally from the same models."""
+"""The sentiment parts of the HTTP API on the default application (`build_app()` with every
+default but the news file, as serve_config.yaml and `make run` serve it: sentiment is on):
+the guide's HTTP example with `include_sentiment: True`, /predict with include_sentiment, POST
+/api/v1/ml/signal, the scorer's batched scoring, and bad headlines. Every number is recomputed
+locally from the same models."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import asyncio
 import socket
 
 import httpx
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,9 +22,11 @@ from deployments.app import AppArgs, build_app
 from sentiment.aggregate import AggregateSettings, aggregate_scores
 from signals import HybridWeights, combine_signal
 from training.data import load_data
+from training.registry import resolve_version
 from training.tracking import load_model
 
 PREDICT, SIGNAL = "/api/v1/ml/predict", "/api/v1/ml/signal"
+GUIDE_MODEL = "lstm_price_forecast"  # the default model, and the name the guide's request asks for
 TITLES = [
     "Bitcoin ETF approved by the SEC",
     "Exchange hacked, withdrawals halted",
@@ -36,7 +41,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app(store, trained, forecaster_name, tmp_path_factory):
+def guide_model(store, forecaster_name):
+    """The package's tiny forecaster registered again under the guide's (the default) name."""
+    mv = resolve_version(forecaster_name, "latest")
+    client = mlflow.MlflowClient()
+    client.create_registered_model(GUIDE_MODEL)
+    client.create_model_version(GUIDE_MODEL, mv.source, run_id=mv.run_id)
+    return GUIDE_MODEL
+
+
+@pytest.fixture(scope="module")
+def app(store, trained, guide_model, tmp_path_factory):
     news = tmp_path_factory.mktemp("news") / "news.csv"
     fresh = (pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=1)).isoformat()
     news.write_text(
@@ -47,16 +62,7 @@ def app(store, trained, forecaster_name, tmp_path_factory):
     port = _free_port()
     try:
         serve_start(http_options={"host": "127.0.0.1", "port": port})
-        args = AppArgs(
-            model_name=forecaster_name,
-            tracking_uri=store,
-            with_sentiment=True,
-            model_num_cpus=0.25,
-            ingress_num_cpus=0.1,
-            sentiment_num_cpus=0.5,
-            max_replicas=1,
-            sentiment_settings={"news_file": str(news)},
-        )
+        args = AppArgs(sentiment_settings={"news_file": str(news)})  # the rest: defaults
         serve.run(build_app(args), name="sentiment_api", route_prefix="/")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
             yield http
@@ -242,3 +248,45 @@ def test_hostile_signal_requests_are_4xx_then_signal_serves(
         assert resp.status_code in (status if isinstance(status, tuple) else (status,)), resp.text
         assert resp.json()["error"] == kind and fragment in resp.json()["message"], resp.text
     assert app.post(SIGNAL, json=good).status_code == 200
+
+
+def test_default_app_serves_sentiment():
+    assert AppArgs().with_sentiment and AppArgs().model_name == GUIDE_MODEL
+
+
+def test_guide_http_example_with_sentiment(app, guide_model):
+    """The guide's HTTP example, verbatim but for the host (the client's base URL)."""
+    forecaster, _ = load_model(guide_model)
+    bars = load_data("BTC/USDT", days_back=10, data_path="sample")
+    window = bars[["open", "high", "low", "close", "volume"]].to_numpy()[
+        -forecaster.sequence_length :
+    ]
+    sequences = [window.tolist()]
+
+    response = app.post(
+        "/api/v1/ml/predict",
+        json={
+            "symbol": "BTC/USDT",
+            "sequences": sequences,  # Your input sequences
+            "model_name": "lstm_price_forecast",
+            "model_version": "latest",
+            "include_sentiment": True,  # Optional sentiment integration
+        },
+    )
+    assert response.status_code == 200, response.text
+
+    result = response.json()
+    print(f"Prediction: {result['predictions'][0]}")
+    print(f"Confidence: {result['confidence_intervals'][0]}")
+    print(f"Feature Importance: {result['feature_importance']}")
+
+    expected = forecaster.predict(np.asarray(sequences))
+    assert result["predictions"][0] == pytest.approx(expected["prediction"][0], rel=1e-9)
+    interval = result["confidence_intervals"][0]
+    assert interval["lower"] == pytest.approx(expected["lower"][0], rel=1e-9)
+    assert interval["upper"] == pytest.approx(expected["upper"][0], rel=1e-9)
+    assert interval["confidence"] == forecaster.confidence
+    assert sum(result["feature_importance"].values()) == pytest.approx(1.0)
+    assert {"score", "confidence", "n_headlines", "source"} <= result["sentiment"].keys()
+    health = app.get("/api/v1/health").json()
+    assert health["sentiment_enabled"] is True and health["ready"]
