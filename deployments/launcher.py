@@ -269,10 +269,18 @@ def _request_for(settings: ServeSettings, version: str) -> Path:
     )
 
 
+def warm_imports() -> None:
+    """Import torch, transformers and MLflow (seconds), none of which imports Ray: this runs
+    beside `ray.init`, and two threads importing Ray's modules at once can find one of them
+    half-initialised (seen here: ImportError from ray._private.worker)."""
+    import sentiment.model  # noqa: F401
+    import training.tracking  # noqa: F401
+
+
 def _look_up(settings: ServeSettings) -> tuple[dict[str, str | None], Path | None]:
     """What the registry holds, and the sample request when the forecaster is there; first
-    the app's own imports (torch, transformers, FastAPI), which the deploy needs next."""
-    import deployments.app  # noqa: F401
+    the heavy imports the deploy needs next."""
+    warm_imports()
 
     names = [settings.model_name] + ([SENTIMENT_MODEL_NAME] if settings.with_sentiment else [])
     found = _latest_versions(names)

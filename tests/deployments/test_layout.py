@@ -75,3 +75,17 @@ def test_the_ingress_replica_does_not_load_torch():
     code = "import sys, deployments.ingress; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_launchers_background_imports_leave_ray_to_the_main_thread():
+    """The launcher imports the heavy modules in a thread while the main thread starts Ray;
+    if that thread imported Ray's modules too, the two could meet one half-initialised."""
+    code = (
+        "import sys; import deployments.launcher as launcher; "
+        "before = {m for m in sys.modules if m == 'ray' or m.startswith('ray.')}; "
+        "launcher.warm_imports(); "
+        "after = {m for m in sys.modules if m == 'ray' or m.startswith('ray.')}; "
+        "print(sorted(after - before), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[] True"
