@@ -47,7 +47,12 @@ def mlflow_server(tmp_path_factory):
         ],
         stdout=open(tmp / "server.log", "w"),  # noqa: SIM115
         stderr=subprocess.STDOUT,
-        env=dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}"),
+        # no MLflow job workers (three huey consumers): these tests track and register only
+        env=dict(
+            os.environ,
+            PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        ),
     )
     uri = f"http://127.0.0.1:{port}"
     try:
