@@ -1,6 +1,6 @@
 """The model deployment: registered forecasters loaded on demand, concurrent requests batched
-into one forward pass per model (windows and their feature ablations), per-request interval,
-feature importance and drift."""
+into one forward and one backward pass per model, per-request interval, feature importance and
+drift."""
 
 from __future__ import annotations
 
@@ -154,7 +154,7 @@ class ModelDeployment:
         return out
 
     def _forecast_group(self, model: LoadedModel, requests: list[np.ndarray]) -> list:
-        """One forward pass (windows and their feature ablations) over every request for one model;
+        """One forward and one backward pass (importance) over every request for one model;
         each request's windows are checked and normalised once (Forecaster.analyze_many)."""
         start = time.perf_counter()
         forecaster = model.forecaster

@@ -157,9 +157,7 @@ class PredictResponse(BaseModel):
     predictions: list[float] = Field(description="Forecast next close per sequence")
     predicted_returns: list[float] = Field(description="Simple return from the last close")
     confidence_intervals: list[Interval]
-    feature_importance: dict[str, float] = Field(
-        description="shares of |forecast change| with each feature held at its training mean; sum 1"
-    )
+    feature_importance: dict[str, float] = Field(description="|gradient x input| shares, sum 1")
     drift: Drift
     model_name: str
     model_version: int

@@ -24,7 +24,7 @@ from training.models import get_model_spec
 BUNDLE_FILE = "bundle.json"
 WEIGHTS_FILE = "weights.pt"
 PREDICTION_COLUMNS = ("prediction", "predicted_return", "lower", "upper")
-ABLATION_CHUNK = 256  # windows per forward pass (F+1 rows each), bounding memory on big batches
+GRAD_CHUNK = 1024  # windows per backward pass, bounding activation memory on huge batches
 
 
 def importance_shares(weights: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
@@ -40,8 +40,7 @@ class ForecastAnalysis:
 
     Attributes:
         forecast: per window: prediction, predicted_return, lower, upper, last_close ([n] each).
-        importance: |change of the forecast| when each feature is held at its training mean,
-            per window and feature, [n, F].
+        importance: |gradient x input| per window and feature, [n, F].
         drift: PSI per window and feature against the training reference, [n, F].
     """
 
@@ -156,43 +155,38 @@ class Forecaster:
         out = self.forecast(windows)
         return pd.DataFrame({c: out[c] for c in PREDICTION_COLUMNS})
 
-    def _forward_with_ablations(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Outputs [n] of normalised inputs [n, T, F], and per feature the |change of the output|
-        when that feature is held at its training mean (0 after scaling) over the whole window
-        [n, F]: each window and its F ablations go through one forward pass together.
+    def _forward_with_grad(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One forward and one backward pass per chunk of normalised inputs [n, T, F]: the
+        outputs [n] and |gradient x input| summed over time [n, F].
 
-        A batched forward is cheaper than a backward pass through the RNN (measured: half of
-        gradient x input's time for one 60-bar LSTM window), and ablation asks the question a
-        user has: how much this forecast leans on the feature.
+        Windows do not interact in an eval-mode forward, so one backward pass over a batch
+        gives every window its own attribution.
         """
         self.model.eval()
-        n, steps, width = x.shape
-        features = np.arange(width)
         outputs, weights = [], []
-        with torch.inference_mode():
-            for i in range(0, n, ABLATION_CHUNK):
-                part = x[i : i + ABLATION_CHUNK]
-                rows = np.repeat(part[:, None], width + 1, axis=1)  # [m, F+1, T, F]
-                rows[:, features + 1, :, features] = 0.0  # row j+1: feature j at its mean
-                flat = torch.from_numpy(rows.reshape(-1, steps, width)).to(self.device)
-                out = self.model(flat).double().cpu().numpy().reshape(len(part), width + 1)
-                outputs.append(out[:, 0])
-                weights.append(np.abs(out[:, 1:] - out[:, :1]))
-        return np.concatenate(outputs), np.concatenate(weights)
+        # cuDNN RNNs refuse backward in eval mode; enable_grad: callers may be under no_grad
+        with torch.backends.cudnn.flags(enabled=False), torch.enable_grad():
+            for i in range(0, len(x), GRAD_CHUNK):
+                xt = torch.from_numpy(x[i : i + GRAD_CHUNK]).to(self.device).requires_grad_()
+                out = self.model(xt)
+                # autograd.grad, not backward(): the shared model's parameter .grad stays
+                # untouched, so concurrent requests and a later fine-tune see no stray gradients
+                (grad,) = torch.autograd.grad(out.sum(), xt)
+                outputs.append(out.detach().cpu())
+                weights.append((grad * xt).abs().sum(dim=1).detach().cpu())
+        return torch.cat(outputs).double().numpy(), torch.cat(weights).numpy()
 
     def importance_per_window(self, arr: np.ndarray) -> np.ndarray:
-        """|change of the forecast| per feature held at its training mean, per checked window:
-        [n, F]."""
-        return self._forward_with_ablations(self.pipeline.normalise(arr))[1]
+        """|gradient x input| of the forecast, summed over time, per checked window: [n, F]."""
+        return self._forward_with_grad(self.pipeline.normalise(arr))[1]
 
     def importance_shares(self, weights: np.ndarray) -> dict[str, float]:
         """Per-window attributions [n, F] -> {feature_name: share}, averaged, summing to 1."""
         return importance_shares(weights, self.pipeline.feature_names)
 
     def feature_importance(self, windows) -> dict[str, float]:
-        """Share of the forecast attributable to each feature (|change of the forecast| when
-        the feature is held at its training mean, averaged over windows, normalised to sum
-        to 1)."""
+        """Share of the forecast attributable to each feature (|gradient x input|, summed over
+        time, averaged over windows, normalised to sum to 1)."""
         arr = self.pipeline.check_windows(windows)
         return self.importance_shares(self.importance_per_window(arr))
 
@@ -203,7 +197,7 @@ class Forecaster:
 
     def analyze(self, windows) -> ForecastAnalysis:
         """Forecast, per-window importance and per-window drift of raw windows, checked and
-        normalised once, with one forward pass (the windows and their feature ablations).
+        normalised once, with one forward and one backward pass.
 
         Raises:
             WindowShapeError: the windows do not fit this model (see FeaturePipeline).
@@ -233,7 +227,7 @@ class Forecaster:
 
     def _analyze_checked(self, arr: np.ndarray) -> ForecastAnalysis:
         raw = self.pipeline.raw_features(arr)  # [n, T-1, F]
-        z, weights = self._forward_with_ablations(self.pipeline.scale(raw))
+        z, weights = self._forward_with_grad(self.pipeline.scale(raw))
         return ForecastAnalysis(
             forecast=self._intervals(arr, z),
             importance=weights,

@@ -101,24 +101,6 @@ def test_analyze_checks_once_and_matches_the_separate_calls(guide_run):
         assert np.isfinite(forecaster.analyze(windows[:2]).importance).all()
 
 
-def test_importance_is_the_forecast_change_with_a_feature_held_at_its_mean(guide_run):
-    """Each feature's weight is |z(window) - z(window with that feature at its training mean)|,
-    recomputed here one window and one feature at a time."""
-    df, _, _, _, forecaster = guide_run
-    windows = sliding_windows(df.to_numpy(), 60)[-3:]
-    analysis = forecaster.analyze(windows)
-    pipeline, model = forecaster.pipeline, forecaster.model.eval()
-    raw = pipeline.raw_features(pipeline.check_windows(windows))
-    with torch.no_grad():
-        for w in range(len(windows)):
-            base = model(torch.from_numpy(pipeline.scale(raw[w : w + 1]))).item()
-            for f, name in enumerate(pipeline.feature_names):
-                held = raw[w : w + 1].copy()
-                held[..., f] = pipeline.mean[f]  # the training mean: 0 once scaled
-                z = model(torch.from_numpy(pipeline.scale(held))).item()
-                assert analysis.importance[w, f] == pytest.approx(abs(base - z), abs=1e-6), name
-
-
 def test_analyze_many_isolates_a_bad_request(guide_run):
     df, _, _, _, forecaster = guide_run
     windows = sliding_windows(df.to_numpy(), 60)[-6:]
