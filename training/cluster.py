@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 # answer is too short on a busy 2-core machine: the controller kills the proxy that is still
 # importing, and `serve.start` then fails with ActorDiedError instead of waiting for the next.
 RAY_ENV_DEFAULTS = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30"}
+# Ray 2.60 turns token auth on for every new local instance (and wherever it finds a token) and
+# then warns at each start that it did so by default: a warning the default itself causes.
+TOKEN_AUTH_NOTICE = "Token authentication is enabled for this Ray cluster"
 
 
 class ClusterCapacityError(RuntimeError):
@@ -36,7 +39,19 @@ def ensure_ray() -> None:
     if not ray.is_initialized():
         for key, value in RAY_ENV_DEFAULTS.items():
             os.environ.setdefault(key, value)
+        quiet_token_auth_notice()
         ray.init(logging_level=logging.WARNING)
+
+
+def quiet_token_auth_notice() -> None:
+    """Drop Ray's notice that token auth is on by default (the mode stays as Ray sets it; its
+    warning that auth is *off* still shows)."""
+    notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    notice.addFilter(_not_token_notice)  # the same filter twice is added once
+
+
+def _not_token_notice(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(TOKEN_AUTH_NOTICE)
 
 
 def cluster_gpus() -> float:
