@@ -3,6 +3,8 @@ resolve by number, `latest` and alias; promote, rollback and list work."""
 
 from __future__ import annotations
 
+import logging
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -224,3 +226,23 @@ def test_names_mlflow_refuses_are_value_errors(trained, name):
 def test_versions_are_ascii_digits_only(trained, version):
     with pytest.raises(ModelNotFoundError, match="no version or alias"):
         resolve_version(trained["lstm"][0].model_name, version)
+
+
+def test_logging_a_model_says_nothing_of_checking_its_input_example(tracking):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    logger = logging.getLogger("mlflow.pyfunc")  # MLflow's loggers do not reach caplog's
+    logger.addHandler(handler)
+    try:
+        settings = TrainSettings(
+            data=DataSpec(symbols=("BTC/USDT",), days_back=45),
+            config=build_config("lstm", {**TINY, "epochs": 1, "hidden_size": 4}),
+            model_type="lstm",
+            model_name="t_quiet",
+            experiment_name="tests",
+        )
+        assert train_model(settings).version == "1"
+    finally:
+        logger.removeHandler(handler)
+    assert not [r.getMessage() for r in records if "input example" in r.getMessage()]
