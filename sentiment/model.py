@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from sentiment.news import check_title
 from training.cluster import pick_device
@@ -29,6 +32,19 @@ SETTINGS_FILE = "sentiment_settings.json"
 HEAD_FILE = "head.safetensors"
 _URL = re.compile(r"https?://\S+")
 _LABEL_WORDS = {"negative": ("neg", "bear"), "positive": ("pos", "bull"), "neutral": ("neu",)}
+
+
+@contextmanager
+def _no_file_bars() -> Iterator[None]:
+    """Without transformers' per-file bars ("Loading weights", "Writing model shards"): local
+    files of a small encoder take well under a second, and each bar added lines to every start."""
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 @dataclass(frozen=True)
@@ -79,11 +95,13 @@ class MeanPoolClassifier(nn.Module):
             if dropout is None
             else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
         )
-        encoder = AutoModel.from_pretrained(path, local_files_only=True, **rates)
+        with _no_file_bars():
+            encoder = AutoModel.from_pretrained(path, local_files_only=True, **rates)
         return cls(encoder, dropout=0.1 if dropout is None else dropout)
 
     def save(self, directory: Path) -> None:
-        self.encoder.save_pretrained(directory)
+        with _no_file_bars():
+            self.encoder.save_pretrained(directory)
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
             directory / HEAD_FILE,
@@ -164,7 +182,10 @@ class SentimentAnalyzer:
         if (path / HEAD_FILE).is_file():
             model = MeanPoolClassifier.load(path)
         else:
-            model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True)
+            with _no_file_bars():
+                model = AutoModelForSequenceClassification.from_pretrained(
+                    path, local_files_only=True
+                )
         return cls(
             model.to(pick_device(device)),
             tokenizer,
@@ -234,7 +255,8 @@ class SentimentAnalyzer:
         if isinstance(self.model, MeanPoolClassifier):
             self.model.save(directory)
         else:
-            self.model.save_pretrained(directory)
+            with _no_file_bars():
+                self.model.save_pretrained(directory)
         self.tokenizer.save_pretrained(directory)
         settings = SavedSettings(self.max_length, self.labels)
         (directory / SETTINGS_FILE).write_text(json.dumps(asdict(settings)))

@@ -73,6 +73,10 @@ def setup_tracking(check_server: bool = True) -> str:
     uri = tracking_uri()
     os.environ["MLFLOW_TRACKING_URI"] = uri  # Ray workers and subprocesses inherit it
     logging.getLogger("mlflow.pyfunc").addFilter(_not_validation_notice)  # added once
+    if not uri.startswith(("http://", "https://")):
+        # artifacts are local files, copied in milliseconds: MLflow's download bars were only
+        # noise after each logged model (a server's downloads keep them)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     mlflow.set_tracking_uri(uri)
     if check_server and uri.startswith(("http://", "https://")):
         try:

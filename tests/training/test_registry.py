@@ -228,7 +228,7 @@ def test_versions_are_ascii_digits_only(trained, version):
         resolve_version(trained["lstm"][0].model_name, version)
 
 
-def test_logging_a_model_says_nothing_of_checking_its_input_example(tracking):
+def test_logging_a_model_says_nothing_of_checking_its_input_example(tracking, capfd):
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.INFO)
     handler.emit = records.append
@@ -246,3 +246,5 @@ def test_logging_a_model_says_nothing_of_checking_its_input_example(tracking):
     finally:
         logger.removeHandler(handler)
     assert not [r.getMessage() for r in records if "input example" in r.getMessage()]
+    err = capfd.readouterr().err  # nor bars for copying local artifacts
+    assert "Downloading artifacts" not in err, err[-500:]
