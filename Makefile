@@ -18,7 +18,7 @@ export UV_FIND_LINKS ?= $(shell $(PY) -m pip config get global.find-links 2>/dev
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	@echo "installing pinned dependencies into $(VENV) with $(INSTALLER) (about 1-2 min with uv, 4-6 min with pip)"
+	@echo "installing pinned dependencies into $(VENV) with $(INSTALLER) (about 40 s with uv from an empty cache, 4-6 min with pip)"
 ifeq ($(INSTALLER),uv)
 	$(BIN)/pip install -q --disable-pip-version-check uv -c constraints.txt
 	$(BIN)/uv pip install --compile-bytecode --python $(BIN)/python -r requirements-dev.txt -c constraints.txt
